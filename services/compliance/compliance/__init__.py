@@ -1,0 +1,1 @@
+"""Compliance service: who is up to date, pending, overdue or failing."""

@@ -1,0 +1,1 @@
+"""Declarations service: Managed OS policies compiled into versioned DDM declarations."""

@@ -1,0 +1,73 @@
+"""Declarations tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from managed_os.db import JsonDoc, UtcDateTime, add_messaging_tables
+
+metadata = MetaData()
+outbox, processed_events = add_messaging_tables(metadata)
+
+blueprints = Table(
+    "blueprints",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+library_items = Table(
+    "library_items",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("major", Integer, nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("installation_method", String(32), nullable=False),
+    Column("version_enforcement", JsonDoc, nullable=False),
+    Column("bsi_enforcement", JsonDoc, nullable=False),
+    Column("upgrade_enforced_since", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+assignments = Table(
+    "item_assignments",
+    metadata,
+    Column("item_id", String(36), ForeignKey("library_items.id", ondelete="CASCADE"), primary_key=True),
+    Column("blueprint_id", String(36), ForeignKey("blueprints.id", ondelete="CASCADE"), primary_key=True),
+    Column("major", Integer, nullable=False),
+    UniqueConstraint("blueprint_id", "major", name="uq_assignment_blueprint_major"),
+)
+
+policy_revisions = Table(
+    "policy_revisions",
+    metadata,
+    Column("blueprint_id", String(36), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("token", String(64), nullable=False),
+    Column("candidates", JsonDoc, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Read model of the catalog, fed by ReleasePublished / ReleaseUpdated.
+known_releases = Table(
+    "known_releases",
+    metadata,
+    Column("version", String(32), primary_key=True),
+    Column("build", String(32), primary_key=True),
+    Column("major", Integer, nullable=False, index=True),
+    Column("release", JsonDoc, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)

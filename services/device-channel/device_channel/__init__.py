@@ -1,0 +1,1 @@
+"""Device channel: DDM sync for Macs (NanoMDM-compatible) and status ingestion."""

@@ -1,0 +1,44 @@
+"""The device-channel service's spec."""
+
+from __future__ import annotations
+
+from device_channel import models, service
+from device_channel.ddm_router import router as ddm_router
+from device_channel.repository import DeviceChannelUnitOfWork
+from device_channel.router import router
+from device_channel.settings import DeviceChannelSettings
+from managed_os.cloudevents import CloudEvent
+from managed_os.events import TOPIC_DEVICES, TOPIC_POLICIES, PolicyPublished, from_event
+from managed_os.policy import Policy
+from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
+
+
+def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
+    async def on_policy(uow: DeviceChannelUnitOfWork, event: CloudEvent) -> None:
+        payload = from_event(event)
+        if isinstance(payload, PolicyPublished):
+            policy = Policy(
+                blueprint_id=payload.blueprint_id,
+                revision=payload.revision,
+                token=payload.token,
+                candidates=payload.candidates,
+            )
+            await service.on_policy(uow, policy, ctx.clock.now())
+
+    return [ConsumerSpec(group="policies", topics=[TOPIC_POLICIES], apply=on_policy)]
+
+
+SPEC = ServiceSpec(
+    name="device-channel",
+    title="Managed OS — device channel",
+    description="DDM sync for Macs (NanoMDM -dm compatible) and status ingestion.",
+    settings_cls=DeviceChannelSettings,
+    metadata=models.metadata,
+    outbox_table=models.outbox,
+    inbox_table=models.processed_events,
+    uow_cls=DeviceChannelUnitOfWork,
+    migrations="device_channel:migrations",
+    routers=[router, ddm_router],
+    publishes=[TOPIC_DEVICES],
+    consumers=consumers,
+)

@@ -1,0 +1,35 @@
+"""Device-channel tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Integer, MetaData, String, Table
+
+from managed_os.db import JsonDoc, UtcDateTime, add_messaging_tables
+
+metadata = MetaData()
+outbox, processed_events = add_messaging_tables(metadata)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("enrollment_id", String(200), primary_key=True),
+    Column("blueprint_id", String(36), index=True),
+    Column("serial_number", String(64)),
+    Column("facts", JsonDoc, nullable=False),
+    Column("status", JsonDoc, nullable=False),
+    Column("declarations_token", String(64), nullable=False),
+    Column("last_report_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Read model of compiled policies, fed by PolicyPublished.
+policies = Table(
+    "policies",
+    metadata,
+    Column("blueprint_id", String(36), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("token", String(64), nullable=False),
+    Column("candidates", JsonDoc, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,60 @@
+"""Admin API: the device registry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from device_channel import service
+from device_channel.repository import Device
+from managed_os.app import Ctx, scope
+
+router = APIRouter(prefix="/v1", tags=["devices"])
+READ = scope("device-channel:read")
+WRITE = scope("device-channel:write")
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enrollment_id: str = Field(min_length=1, max_length=200)
+    blueprint_id: str | None = Field(None, max_length=36)
+    serial_number: str | None = Field(None, max_length=64)
+
+
+class DeviceOut(BaseModel):
+    device: Device
+    manifest: list[dict[str, str]]
+
+
+@router.post("/devices", dependencies=[WRITE], status_code=status.HTTP_201_CREATED)
+async def register_device(ctx: Ctx, body: DeviceIn) -> Device:
+    async with ctx.uow() as uow:
+        device = await service.register(
+            uow, body.enrollment_id, body.blueprint_id, body.serial_number, ctx.clock.now()
+        )
+        await uow.commit()
+    return device
+
+
+@router.get("/devices", dependencies=[READ])
+async def list_devices(
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, list[Device]]:
+    async with ctx.uow() as uow:
+        return {"items": await uow.devices.list(limit, offset)}
+
+
+@router.get("/devices/{enrollment_id}", dependencies=[READ])
+async def get_device(ctx: Ctx, enrollment_id: str) -> DeviceOut:
+    async with ctx.uow() as uow:
+        device = await service.get_device(uow, enrollment_id)
+        manifest = await service.manifest_for(uow, device)
+    items = [
+        {"category": d.category.value, "identifier": d.identifier, "server_token": d.server_token}
+        for d in manifest.declarations
+    ]
+    return DeviceOut(device=device, manifest=items)

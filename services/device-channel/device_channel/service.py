@@ -1,0 +1,170 @@
+"""Device-channel use cases: registry, manifests, status ingestion, policy updates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from device_channel.manifest import Manifest, build_manifest
+from device_channel.repository import Device, DeviceChannelUnitOfWork
+from managed_os import ddm
+from managed_os.errors import MalformedRequest, NotFound
+from managed_os.events import (
+    DeclarationState,
+    DeviceManifestChanged,
+    DeviceStatusReported,
+    SoftwareUpdateState,
+    to_event,
+)
+from managed_os.policy import DeviceFacts, Policy
+
+SOURCE = "/managed-os/device-channel"
+
+
+def facts_from_status(enrollment_id: str, status: ddm.StatusView) -> DeviceFacts:
+    def text(value: object) -> str | None:
+        return str(value) if value is not None else None
+
+    return DeviceFacts(
+        enrollment_id=enrollment_id,
+        os_version=text(status.os_version),
+        build_version=text(status.build_version),
+        supplemental_build_version=text(status.supplemental_build_version),
+        supplemental_extra_version=status.supplemental_extra_version,
+        device_id=status.softwareupdate_device_id,
+        model_identifier=status.model_identifier,
+    )
+
+
+def softwareupdate_state(status: ddm.StatusView) -> SoftwareUpdateState:
+    pending, failure, reason = status.pending_version, status.failure_reason, status.install_reason
+    return SoftwareUpdateState(
+        install_state=status.install_state,
+        pending_version=str(pending.os_version) if pending and pending.os_version else None,
+        pending_build=str(pending.build_version) if pending and pending.build_version else None,
+        pending_deadline=pending.target_local_datetime if pending else None,
+        failure_count=failure.count if failure else 0,
+        failure_reason=failure.reason if failure else None,
+        install_reasons=list(reason.reasons) if reason else [],
+    )
+
+
+def declaration_states(status: ddm.StatusView) -> list[DeclarationState]:
+    return [
+        DeclarationState(
+            category=d.category.value,
+            identifier=d.identifier,
+            server_token=d.server_token,
+            active=d.active,
+            valid=d.valid,
+            reasons=[{"code": r.code, "description": r.description} for r in d.reasons],
+        )
+        for d in status.declarations or ()
+    ]
+
+
+async def device_for_sync(uow: DeviceChannelUnitOfWork, enrollment_id: str, now: datetime) -> Device:
+    """The device record, created on first contact (unassigned until an admin assigns it)."""
+    device = await uow.devices.get(enrollment_id)
+    if device is None:
+        device = Device(
+            enrollment_id=enrollment_id,
+            facts=DeviceFacts(enrollment_id=enrollment_id),
+            status={},
+            declarations_token=build_manifest(None, DeviceFacts(enrollment_id=enrollment_id)).token,
+            created_at=now,
+            updated_at=now,
+        )
+        await uow.devices.add(device)
+    return device
+
+
+async def manifest_for(uow: DeviceChannelUnitOfWork, device: Device, user_channel: bool = False) -> Manifest:
+    return build_manifest(await uow.policies.get(device.blueprint_id), device.facts, user_channel=user_channel)
+
+
+async def register(
+    uow: DeviceChannelUnitOfWork, enrollment_id: str, blueprint_id: str | None,
+    serial_number: str | None, now: datetime,
+) -> Device:
+    device = await device_for_sync(uow, enrollment_id, now)
+    device = device.model_copy(
+        update={"blueprint_id": blueprint_id, "serial_number": serial_number or device.serial_number, "updated_at": now}
+    )
+    await _refresh(uow, device, now)
+    return device
+
+
+async def ingest_status(
+    uow: DeviceChannelUnitOfWork, enrollment_id: str, body: bytes | str, now: datetime
+) -> Device:
+    """Validate, merge (or replace on FullReport), update facts, emit DeviceStatusReported."""
+    try:
+        report = ddm.parse_status_report(body)
+        _validate(report)
+    except ddm.DDMProtocolError as exc:
+        raise MalformedRequest(f"invalid status report: {exc}") from exc
+    device = await device_for_sync(uow, enrollment_id, now)
+    merged = ddm.StatusView(ddm.merge_status(device.status, report))
+    device = device.model_copy(
+        update={
+            "status": dict(merged.items),
+            "facts": facts_from_status(enrollment_id, merged),
+            "last_report_at": now,
+            "updated_at": now,
+        }
+    )
+    manifest = await _refresh(uow, device, now)
+    payload = DeviceStatusReported(
+        enrollment_id=enrollment_id,
+        blueprint_id=device.blueprint_id,
+        reported_at=now,
+        full_report=report.full_report,
+        facts=device.facts,
+        softwareupdate=softwareupdate_state(merged),
+        declarations=declaration_states(merged),
+        expected=list(manifest.expected),
+    )
+    await uow.outbox.add(payload.TOPIC, to_event(payload, source=SOURCE, subject=enrollment_id, time=now))
+    return device
+
+
+def _validate(report: ddm.StatusReport) -> None:
+    """Read every typed item once so a malformed value is refused before it is stored."""
+    facts_from_status("validation", report)
+    softwareupdate_state(report)
+    declaration_states(report)
+
+
+async def _refresh(uow: DeviceChannelUnitOfWork, device: Device, now: datetime) -> Manifest:
+    """Save the device; if its manifest token moved, record it and emit DeviceManifestChanged."""
+    manifest = await manifest_for(uow, device)
+    changed = manifest.token != device.declarations_token
+    device = device.model_copy(update={"declarations_token": manifest.token})
+    await uow.devices.save(device)
+    if changed:
+        payload = DeviceManifestChanged(
+            enrollment_id=device.enrollment_id,
+            blueprint_id=device.blueprint_id,
+            declarations_token=manifest.token,
+            changed_at=now,
+            facts=device.facts,
+            expected=list(manifest.expected),
+        )
+        await uow.outbox.add(
+            payload.TOPIC, to_event(payload, source=SOURCE, subject=device.enrollment_id, time=now)
+        )
+    return manifest
+
+
+async def on_policy(uow: DeviceChannelUnitOfWork, policy: Policy, now: datetime) -> None:
+    if not await uow.policies.put(policy, now):
+        return
+    for device in await uow.devices.on_blueprint(policy.blueprint_id):
+        await _refresh(uow, device, now)
+
+
+async def get_device(uow: DeviceChannelUnitOfWork, enrollment_id: str) -> Device:
+    device = await uow.devices.get(enrollment_id)
+    if device is None:
+        raise NotFound(f"no device {enrollment_id}")
+    return device

@@ -1,0 +1,3 @@
+from managed_os.cli import main
+
+raise SystemExit(main())

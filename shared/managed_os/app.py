@@ -1,0 +1,191 @@
+"""The app factory: every service gets the same health, readiness, metrics, error shape,
+body limit, auth and lifecycle (engine, migrations, bus, outbox relay, consumers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from managed_os import auth
+from managed_os.bus.inprocess import InProcessBus
+from managed_os.bus.kafka import KafkaBus
+from managed_os.bus.protocol import EventBus
+from managed_os.clock import Clock, SystemClock
+from managed_os.db import make_engine
+from managed_os.errors import DomainError, Unauthorized, error_body, status_for
+from managed_os.http import BodyLimit, RequestMetrics
+from managed_os.inbox import idempotent
+from managed_os.migrations import upgrade
+from managed_os.outbox import OutboxRelay
+from managed_os.service import Metrics, ServiceContext, ServiceSpec
+from managed_os.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def build_bus(settings: ServiceSettings, spec: ServiceSpec) -> EventBus:
+    if settings.bus == "kafka":
+        return KafkaBus(
+            settings.kafka_bootstrap_servers,
+            client_id=f"managed-os-{spec.name}",
+            topics=sorted(spec.publishes),
+            partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+        )
+    return InProcessBus()
+
+
+def create_app(
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    *,
+    bus: EventBus | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the FastAPI app of one service. A `bus` passed in is shared and not owned:
+    the caller starts and stops it (the embedded `managed-os run`)."""
+    owns_bus = bus is None
+    the_bus = bus if bus is not None else build_bus(settings, spec)
+    metrics = Metrics.create(spec.name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        if settings.auto_migrate:
+            await upgrade(spec, engine)
+        ctx = ServiceContext(spec, settings, engine, the_bus, clock or SystemClock(), metrics)
+        app.state.ctx = ctx
+        if owns_bus:
+            await the_bus.start()
+        ctx.relay = OutboxRelay(
+            ctx.uow,
+            the_bus,
+            interval=settings.outbox_poll_interval,
+            on_published=metrics.outbox_published.inc,
+            on_backlog=metrics.outbox_backlog.set,
+        )
+        ctx.relay.start()
+        for consumer in spec.consumers(ctx):
+            handler = idempotent(f"{spec.name}.{consumer.group}", ctx.uow, consumer.apply)
+            group = f"{spec.name}.{consumer.group}"
+            ctx.subscriptions.append(await the_bus.subscribe(consumer.topics, group, handler))
+        if spec.on_start is not None:
+            await spec.on_start(ctx)
+        log.info("service started", extra={"service": spec.name, "port": settings.port})
+        try:
+            yield
+        finally:
+            if spec.on_stop is not None:
+                await spec.on_stop(ctx)
+            for sub in ctx.subscriptions:
+                await sub.stop()
+            await ctx.relay.stop()
+            await ctx.relay.flush()
+            if owns_bus:
+                await the_bus.stop()
+            await engine.dispose()
+            log.info("service stopped", extra={"service": spec.name})
+
+    app = FastAPI(title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan)
+    _install_error_handlers(app)
+    _install_probes(app, spec, metrics)
+    for router in spec.routers:
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, service=spec.name, registry=metrics.registry)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if status_for(exc) == 401 else None
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details), status_for(exc), headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return JSONResponse(error_body("malformed", "request body is not valid JSON", errors), 400)
+        return JSONResponse(error_body("invalid", "request failed validation", errors), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(error_body("internal", "internal server error"), 500)
+
+
+def _install_probes(app: FastAPI, spec: ServiceSpec, metrics: Metrics) -> None:
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process is serving")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": spec.name}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: database and bus reachable")
+    async def readyz(request: Request) -> JSONResponse:
+        ctx: ServiceContext = request.app.state.ctx
+        checks = {"database": await _db_ok(ctx), "bus": await ctx.bus.ping()}
+        ok = all(checks.values())
+        body = {"status": "ready" if ok else "not_ready", "checks": checks}
+        return JSONResponse(body, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _db_ok(ctx: ServiceContext) -> bool:
+    try:
+        async with asyncio.timeout(3), ctx.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+# ---- dependencies for routers -------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_ctx(request: Request) -> ServiceContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+Ctx = Annotated[ServiceContext, Depends(get_ctx)]
+
+
+def scope(needed: str) -> Any:
+    """Dependency requiring a bearer token carrying `needed` (e.g. `catalog:write`)."""
+
+    async def check(
+        ctx: Ctx,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> frozenset[str]:
+        if creds is None:
+            raise Unauthorized("missing bearer token")
+        scopes = auth.verify_token(ctx.settings.auth_secret.get_secret_value(), creds.credentials)
+        auth.require(scopes, needed)
+        return scopes
+
+    return Depends(check)

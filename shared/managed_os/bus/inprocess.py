@@ -1,0 +1,102 @@
+"""In-process bus for the embedded single-process mode and unit tests.
+
+Each topic is an append-only list; each (group, topic) has its own committed offset, so
+groups replay from the start and a failing handler sees the event again, as on Kafka.
+The log lives in memory: the embedded mode relies on the outbox (which is durable) to
+re-publish anything not yet acknowledged when the process restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+from managed_os.bus.protocol import EventHandler
+from managed_os.cloudevents import CloudEvent
+
+log = logging.getLogger(__name__)
+
+
+class InProcessBus:
+    def __init__(self, retry_delay: float = 0.2) -> None:
+        self._log: dict[str, list[CloudEvent]] = defaultdict(list)
+        self._offsets: dict[tuple[str, str], int] = defaultdict(int)
+        self._changed = asyncio.Condition()
+        self._subs: list[_InProcessSubscription] = []
+        self._retry_delay = retry_delay
+        self.running = False
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(self) -> None:
+        self.running = False
+        for sub in list(self._subs):
+            await sub.stop()
+
+    async def ping(self) -> bool:
+        return self.running
+
+    async def publish(self, topic: str, event: CloudEvent) -> None:
+        if not self.running:
+            raise ConnectionError("in-process bus is not running")
+        self._log[topic].append(event)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def subscribe(
+        self, topics: Sequence[str], group: str, handler: EventHandler
+    ) -> _InProcessSubscription:
+        sub = _InProcessSubscription(self, list(topics), group, handler)
+        self._subs.append(sub)
+        sub.task = asyncio.create_task(sub.run(), name=f"inprocess-consumer-{group}")
+        return sub
+
+    def committed(self, group: str, topic: str) -> int:
+        return self._offsets[(group, topic)]
+
+
+class _InProcessSubscription:
+    def __init__(
+        self, bus: InProcessBus, topics: list[str], group: str, handler: EventHandler
+    ) -> None:
+        self.bus, self.topics, self.group, self.handler = bus, topics, group, handler
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        while True:
+            progressed = False
+            for topic in self.topics:
+                progressed |= await self._drain(topic)
+            if not progressed:
+                async with self.bus._changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.bus._changed.wait(), timeout=1.0)
+
+    async def _drain(self, topic: str) -> bool:
+        key = (self.group, topic)
+        events = self.bus._log[topic]
+        progressed = False
+        while self.bus._offsets[key] < len(events):
+            event = events[self.bus._offsets[key]]
+            try:
+                await self.handler(event)
+            except Exception:
+                log.exception("handler failed; will redeliver", extra={"group": self.group})
+                await asyncio.sleep(self.bus._retry_delay)
+                return True
+            self.bus._offsets[key] += 1
+            progressed = True
+        return progressed
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+        if self in self.bus._subs:
+            self.bus._subs.remove(self)

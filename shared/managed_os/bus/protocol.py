@@ -1,0 +1,43 @@
+"""What every bus backend promises. The contract suite in tests/integration checks it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from managed_os.cloudevents import CloudEvent
+
+EventHandler = Callable[[CloudEvent], Awaitable[None]]
+
+
+class Subscription(Protocol):
+    async def stop(self) -> None:
+        """Stop consuming; offsets of fully handled events stay committed."""
+
+
+class EventBus(Protocol):
+    """Publish/subscribe over named topics, at-least-once.
+
+    - `publish` returns only once the bus has accepted the event (Kafka: acks=all); it raises
+      if the event could not be accepted, so the outbox relay keeps it for a retry.
+    - Events with the same `subject` (the key) are delivered in publish order.
+    - A subscriber group gets every event of its topics once per group; each event is
+      handed to `handler`, and its offset is committed only after `handler` returns. If the
+      handler raises, the event is redelivered (after a short back-off), so handlers must be
+      idempotent (see `managed_os.inbox`).
+    - New groups start from the earliest retained event.
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, topic: str, event: CloudEvent) -> None: ...
+
+    async def subscribe(
+        self, topics: Sequence[str], group: str, handler: EventHandler
+    ) -> Subscription: ...
+
+    async def ping(self) -> bool:
+        """True when the bus can currently accept events (readiness)."""
+        ...

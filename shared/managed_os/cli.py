@@ -1,0 +1,122 @@
+"""`managed-os`: run the embedded suite, serve one service, migrate, issue tokens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from managed_os import auth
+from managed_os.logs import configure_logging
+from managed_os.suite import DEFAULT_PORTS, SPECS, embedded_settings, load_spec, running_suite
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="managed-os", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="all four services in one process, embedded storage")
+    run.add_argument("--data-dir", type=Path, default=Path("data"))
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--base-port", type=int, default=8081, help="catalog's port; others follow")
+
+    serve = sub.add_parser("serve", help="one service, configured by its MOS_<SERVICE>_* env")
+    serve.add_argument("service", choices=list(SPECS))
+
+    migrate = sub.add_parser("migrate", help="apply migrations (MOS_<SERVICE>_DATABASE_URL)")
+    migrate.add_argument("services", nargs="*", help=f"any of {', '.join(SPECS)} (default: all)")
+
+    token = sub.add_parser("token", help="issue an API token signed with MOS_AUTH_SECRET")
+    token.add_argument("--scope", action="append", default=[], help="e.g. catalog:read; repeat")
+    token.add_argument("--all", action="store_true", help="every scope of every service")
+    token.add_argument("--subject", default="admin")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(args.data_dir, args.host, args.base_port))
+        if args.command == "serve":
+            return _serve(args.service)
+        if args.command == "migrate":
+            return asyncio.run(_migrate(args.services or list(SPECS)))
+        return _token(args.scope, args.all, args.subject)
+    except ValidationError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+
+
+async def _run(data_dir: Path, host: str, base_port: int) -> int:
+    from managed_os.suite import new_inprocess_bus
+
+    ports = {name: base_port + i for i, name in enumerate(SPECS)}
+    settings = embedded_settings(data_dir, host, ports)
+    configure_logging(settings["catalog"].log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_suite(settings, shared_bus=new_inprocess_bus()) as suite:
+        secret = settings["catalog"].auth_secret.get_secret_value()
+        admin = auth.issue_token(secret, auth.ALL_SCOPES, subject="embedded-admin")
+        print("Managed OS is running (embedded: SQLite under %s, in-process bus)" % data_dir)
+        for name, url in suite.urls.items():
+            print(f"  {name:<15} {url}   (docs: {url}/docs)")
+        print(f"\nAdmin token (all scopes):\n  {admin}\n", flush=True)
+        await stop.wait()
+    return 0
+
+
+def _serve(name: str) -> int:
+    import uvicorn
+
+    from managed_os.app import create_app
+
+    spec = load_spec(name)
+    settings = spec.settings_cls()
+    configure_logging(settings.log_level)
+    app = create_app(spec, settings)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_config=None,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+async def _migrate(names: list[str]) -> int:
+    from managed_os.db import make_engine
+    from managed_os.migrations import current, upgrade
+
+    configure_logging()
+    for name in names:
+        spec = load_spec(name)
+        settings = spec.settings_cls()
+        engine = make_engine(settings.database_url)
+        try:
+            await upgrade(spec, engine)
+            print(f"{name}: at revision {await current(spec, engine)}")
+        finally:
+            await engine.dispose()
+    return 0
+
+
+def _token(scopes: list[str], all_scopes: bool, subject: str) -> int:
+    secret = os.environ.get("MOS_AUTH_SECRET", "")
+    chosen = list(auth.ALL_SCOPES) if all_scopes else scopes
+    unknown = [s for s in chosen if s not in auth.ALL_SCOPES]
+    if not chosen or unknown:
+        print(f"give --all or --scope from: {' '.join(auth.ALL_SCOPES)}", file=sys.stderr)
+        return 2
+    if not secret:
+        print("set MOS_AUTH_SECRET to the services' auth secret", file=sys.stderr)
+        return 2
+    print(auth.issue_token(secret, chosen, subject=subject))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""CloudEvents 1.0 envelope, in structured JSON and in Kafka binary mode (`ce_` headers).
+
+Spec: https://github.com/cloudevents/spec (core 1.0 and the Kafka protocol binding).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+SPEC_VERSION = "1.0"
+JSON = "application/json"
+STRUCTURED = "application/cloudevents+json"
+
+
+class EnvelopeError(ValueError):
+    """A message that is not a CloudEvents 1.0 event we can read."""
+
+
+@dataclass(frozen=True)
+class CloudEvent:
+    """One event. `subject` carries the ordering key (device id, blueprint id, build)."""
+
+    type: str
+    source: str
+    subject: str
+    data: dict[str, Any]
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    datacontenttype: str = JSON
+    specversion: str = SPEC_VERSION
+
+    def to_structured(self) -> dict[str, Any]:
+        return {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "subject": self.subject,
+            "time": self.time.isoformat(),
+            "datacontenttype": self.datacontenttype,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_structured(cls, doc: Any) -> CloudEvent:
+        if not isinstance(doc, dict):
+            raise EnvelopeError("a structured CloudEvent must be a JSON object")
+        missing = [k for k in ("specversion", "id", "source", "type") if not doc.get(k)]
+        if missing:
+            raise EnvelopeError(f"CloudEvent is missing required attributes: {missing}")
+        if doc["specversion"] != SPEC_VERSION:
+            raise EnvelopeError(f"unsupported CloudEvents specversion {doc['specversion']!r}")
+        data = doc.get("data") or {}
+        if not isinstance(data, dict):
+            raise EnvelopeError("CloudEvent data must be a JSON object")
+        return cls(
+            type=str(doc["type"]),
+            source=str(doc["source"]),
+            subject=str(doc.get("subject") or ""),
+            data=data,
+            id=str(doc["id"]),
+            time=_parse_time(doc.get("time")),
+            datacontenttype=str(doc.get("datacontenttype") or JSON),
+        )
+
+    def to_kafka(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """Binary content mode: (key, value, headers)."""
+        headers = [
+            ("ce_specversion", self.specversion.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_subject", self.subject.encode()),
+            ("ce_time", self.time.isoformat().encode()),
+            ("content-type", self.datacontenttype.encode()),
+        ]
+        value = json.dumps(self.data, separators=(",", ":"), default=str).encode()
+        return self.subject.encode(), value, headers
+
+    @classmethod
+    def from_kafka(cls, value: bytes | None, headers: Any) -> CloudEvent:
+        """Reads binary mode (ce_ headers) or structured mode (content-type cloudevents+json)."""
+        hdrs = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in headers or ()}
+        try:
+            body = json.loads(value or b"null")
+        except ValueError as exc:
+            raise EnvelopeError(f"event value is not JSON: {exc}") from exc
+        if "ce_specversion" not in hdrs:
+            return cls.from_structured(body)
+        doc = {k.removeprefix("ce_"): v for k, v in hdrs.items() if k.startswith("ce_")}
+        doc["data"] = body
+        doc["datacontenttype"] = hdrs.get("content-type", JSON)
+        return cls.from_structured(doc)
+
+
+def _parse_time(raw: Any) -> datetime:
+    if not raw:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EnvelopeError(f"CloudEvent time {raw!r} is not RFC 3339") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

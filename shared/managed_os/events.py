@@ -1,0 +1,143 @@
+"""Event contracts: every topic, type name and payload model of the suite, in one place.
+
+Payloads are versioned pydantic models (the `.v1` in the type name); a breaking change adds
+a new type rather than altering one. Keys: releases by build, policies by blueprint id,
+device events by enrollment id, so each entity's events stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from managed_os.cloudevents import CloudEvent
+from managed_os.policy import Candidate, DeviceFacts, ExpectedEnforcement
+
+TOPIC_RELEASES = "managed-os.catalog.releases.v1"
+TOPIC_POLICIES = "managed-os.declarations.policies.v1"
+TOPIC_DEVICES = "managed-os.devices.v1"
+ALL_TOPICS = (TOPIC_RELEASES, TOPIC_POLICIES, TOPIC_DEVICES)
+
+
+class EventPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    TYPE: ClassVar[str]
+    TOPIC: ClassVar[str]
+
+
+class ReleaseData(BaseModel):
+    """One macOS release (an OS update or a BSI), as the catalog knows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    extra: str | None = None
+    build: str
+    prerequisite_build: str | None = None
+    kind: Literal["major", "update", "bsi"]
+    major: int
+    release_date: date | None = None
+    expiration_date: date | None = None
+    expired: bool = False
+    supported_devices: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
+    first_seen: datetime | None = None
+
+
+class ReleasePublished(EventPayload):
+    TYPE = "com.managed-os.catalog.release-published.v1"
+    TOPIC = TOPIC_RELEASES
+    release: ReleaseData
+
+
+class ReleaseUpdated(EventPayload):
+    TYPE = "com.managed-os.catalog.release-updated.v1"
+    TOPIC = TOPIC_RELEASES
+    release: ReleaseData
+    changed: list[str]
+
+
+class PolicyPublished(EventPayload):
+    """The full compiled policy of one blueprint (device-channel's read model is fed by it)."""
+
+    TYPE = "com.managed-os.declarations.policy-published.v1"
+    TOPIC = TOPIC_POLICIES
+    blueprint_id: str
+    revision: int
+    token: str
+    candidates: list[Candidate]
+
+
+class DeclarationState(BaseModel):
+    category: str
+    identifier: str
+    server_token: str | None = None
+    active: bool | None = None
+    valid: str | None = None
+    reasons: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SoftwareUpdateState(BaseModel):
+    install_state: str | None = None
+    pending_version: str | None = None
+    pending_build: str | None = None
+    pending_deadline: str | None = None
+    failure_count: int = 0
+    failure_reason: str | None = None
+    install_reasons: list[str] = Field(default_factory=list)
+
+
+class DeviceStatusReported(EventPayload):
+    TYPE = "com.managed-os.device-channel.device-status-reported.v1"
+    TOPIC = TOPIC_DEVICES
+    enrollment_id: str
+    blueprint_id: str | None
+    reported_at: datetime
+    full_report: bool
+    facts: DeviceFacts
+    softwareupdate: SoftwareUpdateState
+    declarations: list[DeclarationState]
+    expected: list[ExpectedEnforcement]
+
+
+class DeviceManifestChanged(EventPayload):
+    TYPE = "com.managed-os.device-channel.device-manifest-changed.v1"
+    TOPIC = TOPIC_DEVICES
+    enrollment_id: str
+    blueprint_id: str | None
+    declarations_token: str
+    changed_at: datetime
+    facts: DeviceFacts
+    expected: list[ExpectedEnforcement]
+
+
+PAYLOADS: dict[str, type[EventPayload]] = {
+    cls.TYPE: cls
+    for cls in (
+        ReleasePublished,
+        ReleaseUpdated,
+        PolicyPublished,
+        DeviceStatusReported,
+        DeviceManifestChanged,
+    )
+}
+
+P = TypeVar("P", bound=EventPayload)
+
+
+def to_event(payload: EventPayload, *, source: str, subject: str, time: datetime) -> CloudEvent:
+    return CloudEvent(
+        type=payload.TYPE,
+        source=source,
+        subject=subject,
+        data=payload.model_dump(mode="json"),
+        time=time,
+    )
+
+
+def from_event(event: CloudEvent) -> EventPayload | None:
+    """The typed payload, or None for a type this version does not know (skip it)."""
+    cls = PAYLOADS.get(event.type)
+    return cls.model_validate(event.data) if cls is not None else None

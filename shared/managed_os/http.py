@@ -1,0 +1,121 @@
+"""ASGI middleware shared by every service: body-size limit and request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from managed_os.errors import error_body
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodyLimit:
+    """Refuse bodies over `max_bytes` with 413 before the app reads them. A declared
+    Content-Length is checked up front; a streamed body is buffered up to the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_bytes
+            except ValueError:
+                await send_json(send, 400, error_body("malformed", "invalid Content-Length"))
+                return
+            if too_big:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        message = f"request body exceeds the limit of {self.max_bytes} bytes"
+        await send_json(send, 413, error_body("payload_too_large", message))
+
+
+class RequestMetrics:
+    """Counts requests and observes latency per route template (not per raw path)."""
+
+    def __init__(self, app: ASGIApp, service: str, registry: CollectorRegistry) -> None:
+        self.app, self.service = app, service
+        self.requests = Counter(
+            "mos_http_requests_total",
+            "HTTP requests handled",
+            ["service", "method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "mos_http_request_duration_seconds",
+            "HTTP request latency",
+            ["service", "method", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.requests.labels(self.service, method, template, str(status)).inc()
+            self.latency.labels(self.service, method, template).observe(
+                time.perf_counter() - started
+            )

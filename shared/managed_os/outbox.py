@@ -1,0 +1,206 @@
+"""Transactional outbox: events are stored in the same transaction as the state change
+and relayed to the bus afterwards. A crash between commit and publish loses nothing; a
+crash between publish and delete publishes again, which idempotent consumers absorb."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy import Table, delete, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from managed_os.bus.protocol import EventBus
+from managed_os.cloudevents import CloudEvent
+
+log = logging.getLogger(__name__)
+
+# Only one relay per service database publishes at a time (per-key order across replicas).
+RELAY_LOCK_ID = 0x6D6F5F72656C6179  # "mo_relay"
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    id: int
+    topic: str
+    event: CloudEvent
+
+
+class OutboxStore(Protocol):
+    """Contract (tests/integration/test_outbox_contract.py runs it on every backend):
+
+    - `add` stores an event inside the caller's transaction; it becomes visible to
+      `pending` only once that transaction commits, and vanishes if it rolls back.
+    - `pending` returns the oldest undelivered records first, at most `limit`; it may return
+      [] while another relay holds the publishing lock.
+    - `remove` deletes delivered records; removing an unknown id is not an error.
+    """
+
+    async def add(self, topic: str, event: CloudEvent) -> None: ...
+
+    async def pending(self, limit: int) -> list[OutboxRecord]: ...
+
+    async def remove(self, ids: Sequence[int]) -> None: ...
+
+    async def backlog(self) -> int: ...
+
+
+class SqlOutboxStore:
+    def __init__(self, conn: AsyncConnection, table: Table) -> None:
+        self.conn, self.table = conn, table
+
+    async def add(self, topic: str, event: CloudEvent) -> None:
+        await self.conn.execute(
+            insert(self.table).values(
+                topic=topic,
+                key=event.subject,
+                event_id=event.id,
+                event_type=event.type,
+                envelope=event.to_structured(),
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    async def pending(self, limit: int) -> list[OutboxRecord]:
+        if self.conn.dialect.name == "postgresql":
+            locked = await self.conn.scalar(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RELAY_LOCK_ID}
+            )
+            if not locked:
+                return []
+        t = self.table
+        rows = await self.conn.execute(
+            select(t.c.id, t.c.topic, t.c.envelope).order_by(t.c.id).limit(limit)
+        )
+        return [
+            OutboxRecord(r.id, r.topic, CloudEvent.from_structured(r.envelope)) for r in rows
+        ]
+
+    async def remove(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self.conn.execute(delete(self.table).where(self.table.c.id.in_(list(ids))))
+
+    async def backlog(self) -> int:
+        return int(await self.conn.scalar(select(func.count()).select_from(self.table)) or 0)
+
+
+class MemoryOutboxStore:
+    """In-memory outbox sharing the contract; `staged` holds the open transaction's rows."""
+
+    def __init__(self, committed: list[OutboxRecord], counter: list[int]) -> None:
+        self.committed, self.counter = committed, counter
+        self.staged: list[OutboxRecord] = []
+        self.removed: set[int] = set()
+
+    async def add(self, topic: str, event: CloudEvent) -> None:
+        self.counter[0] += 1
+        self.staged.append(OutboxRecord(self.counter[0], topic, event))
+
+    async def pending(self, limit: int) -> list[OutboxRecord]:
+        return [r for r in self.committed if r.id not in self.removed][:limit]
+
+    async def remove(self, ids: Sequence[int]) -> None:
+        self.removed.update(ids)
+
+    async def backlog(self) -> int:
+        return len([r for r in self.committed if r.id not in self.removed])
+
+    def apply(self) -> None:
+        self.committed.extend(self.staged)
+        self.committed[:] = [r for r in self.committed if r.id not in self.removed]
+        self.staged, self.removed = [], set()
+
+
+class HasOutbox(Protocol):
+    outbox: OutboxStore
+
+    async def __aenter__(self) -> HasOutbox: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class OutboxRelay:
+    """Moves committed outbox rows to the bus, oldest first; deletes them once acknowledged."""
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], HasOutbox],
+        bus: EventBus,
+        *,
+        interval: float = 0.5,
+        batch: int = 100,
+        on_published: Callable[[int], None] | None = None,
+        on_backlog: Callable[[int], None] | None = None,
+    ) -> None:
+        self.uow_factory, self.bus = uow_factory, bus
+        self.interval, self.batch = interval, batch
+        self.on_published, self.on_backlog = on_published, on_backlog
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        """Wake the relay now (called after a commit that wrote to the outbox)."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Publish one batch; returns how many events were delivered."""
+        async with self.uow_factory() as uow:
+            records = await uow.outbox.pending(self.batch)
+            delivered: list[int] = []
+            try:
+                for record in records:
+                    await self.bus.publish(record.topic, record.event)
+                    delivered.append(record.id)
+            finally:
+                # Keep what was acknowledged even if a later publish failed.
+                await uow.outbox.remove(delivered)
+                if self.on_backlog is not None:
+                    self.on_backlog(await uow.outbox.backlog())
+                await uow.commit()
+        if delivered and self.on_published is not None:
+            self.on_published(len(delivered))
+        return len(delivered)
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Drain everything committed so far (graceful shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                if await self.run_once() < self.batch:
+                    return
+            except Exception:
+                log.warning("outbox flush failed", exc_info=True)
+                return
+
+    async def run(self) -> None:
+        while True:
+            try:
+                full = await self.run_once() >= self.batch
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("outbox relay failed; will retry", exc_info=True)
+                full = False
+            if full:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

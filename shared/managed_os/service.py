@@ -1,0 +1,86 @@
+"""What a service declares about itself, and the runtime context it gets at startup."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import MetaData, Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from managed_os.bus.protocol import EventBus, Subscription
+from managed_os.clock import Clock
+from managed_os.cloudevents import CloudEvent
+from managed_os.outbox import OutboxRelay
+from managed_os.settings import ServiceSettings
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One consumer group: `apply(uow, event)` runs inside an idempotent transaction."""
+
+    group: str
+    topics: Sequence[str]
+    apply: Callable[[Any, CloudEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # "catalog", "declarations", "device-channel", "compliance"
+    title: str
+    settings_cls: type[ServiceSettings]
+    metadata: MetaData
+    outbox_table: Table
+    inbox_table: Table
+    uow_cls: type[Any]
+    migrations: str  # Alembic script location, e.g. "catalog:migrations"
+    routers: Sequence[APIRouter]
+    publishes: Sequence[str] = ()
+    consumers: Callable[[ServiceContext], Sequence[ConsumerSpec]] = lambda _ctx: ()
+    on_start: Callable[[ServiceContext], Awaitable[None]] | None = None
+    on_stop: Callable[[ServiceContext], Awaitable[None]] | None = None
+    description: str = ""
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    outbox_published: Counter
+    outbox_backlog: Gauge
+
+    @classmethod
+    def create(cls, service: str) -> Metrics:
+        registry = CollectorRegistry()
+        published = Counter(
+            "mos_outbox_published_total", "Events relayed", ["service"], registry=registry
+        )
+        backlog = Gauge("mos_outbox_backlog", "Events awaiting relay", ["service"], registry=registry)
+        return cls(registry, published.labels(service), backlog.labels(service))
+
+
+@dataclass
+class ServiceContext:
+    """Everything a request handler or consumer may reach; one per running service."""
+
+    spec: ServiceSpec
+    settings: ServiceSettings
+    engine: AsyncEngine
+    bus: EventBus
+    clock: Clock
+    metrics: Metrics
+    relay: OutboxRelay | None = None
+    subscriptions: list[Subscription] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def uow(self) -> Any:
+        """A new unit of work; committing it wakes the outbox relay."""
+        return self.spec.uow_cls(
+            self.engine, self.spec.outbox_table, self.spec.inbox_table, on_commit=self._wake
+        )
+
+    def _wake(self) -> None:
+        if self.relay is not None:
+            self.relay.notify()

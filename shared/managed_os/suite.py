@@ -1,0 +1,122 @@
+"""Run several services in one process (the embedded `managed-os run`, and the e2e tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from managed_os.app import create_app
+from managed_os.bus.inprocess import InProcessBus
+from managed_os.bus.protocol import EventBus
+from managed_os.clock import Clock
+from managed_os.service import ServiceSpec
+from managed_os.settings import ServiceSettings
+
+SPECS = {
+    "catalog": "catalog.main:SPEC",
+    "declarations": "declarations.main:SPEC",
+    "device-channel": "device_channel.main:SPEC",
+    "compliance": "compliance.main:SPEC",
+}
+DEFAULT_PORTS = {"catalog": 8081, "declarations": 8082, "device-channel": 8083, "compliance": 8084}
+
+
+def load_spec(name: str) -> ServiceSpec:
+    if name not in SPECS:
+        raise KeyError(f"unknown service {name!r}; expected one of {', '.join(SPECS)}")
+    module, _, attr = SPECS[name].partition(":")
+    spec: ServiceSpec = getattr(importlib.import_module(module), attr)
+    return spec
+
+
+def auth_secret(data_dir: Path) -> str:
+    """The embedded suite's token-signing key, generated once and kept in the data directory."""
+    path = data_dir / "auth-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def embedded_settings(
+    data_dir: Path, host: str, ports: Mapping[str, int], overrides: Mapping[str, Any] | None = None
+) -> dict[str, ServiceSettings]:
+    """Each service's settings from its environment, then pinned to the embedded default:
+    SQLite files under `data_dir`, the in-process bus, migrations at startup."""
+    secret = auth_secret(data_dir)
+    result: dict[str, ServiceSettings] = {}
+    for name in SPECS:
+        spec = load_spec(name)
+        values: dict[str, Any] = {
+            "host": host,
+            "port": ports[name],
+            "database_url": f"sqlite+aiosqlite:///{(data_dir / f'{name}.db').resolve()}",
+            "bus": "inprocess",
+            "auto_migrate": True,
+            "auth_secret": secret,
+        }
+        if name == "device-channel":
+            values["allow_unsigned"] = True
+        values.update((overrides or {}).get(name, {}))
+        result[name] = spec.settings_cls(**values)
+    return result
+
+
+@dataclass
+class RunningSuite:
+    urls: dict[str, str]
+    servers: dict[str, uvicorn.Server]
+    bus: EventBus | None
+
+
+@contextlib.asynccontextmanager
+async def running_suite(
+    settings: Mapping[str, ServiceSettings],
+    *,
+    shared_bus: EventBus | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[RunningSuite]:
+    """Start one uvicorn server per service on its settings' host and port; stop them all on
+    exit (each finishes in-flight requests, flushes its outbox and commits its offsets)."""
+    if shared_bus is not None:
+        await shared_bus.start()
+    servers: dict[str, uvicorn.Server] = {}
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for name, s in settings.items():
+            app = create_app(load_spec(name), s, bus=shared_bus, clock=clock)
+            config = uvicorn.Config(
+                app, host=s.host, port=s.port, log_config=None, lifespan="on",
+                timeout_graceful_shutdown=10,
+            )
+            server = uvicorn.Server(config)
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            servers[name] = server
+            tasks.append(asyncio.create_task(server.serve(), name=f"serve-{name}"))
+        while not all(s.started for s in servers.values()):
+            failed = [t for t in tasks if t.done()]
+            if failed:
+                failed[0].result()
+                raise RuntimeError("a service exited during startup")
+            await asyncio.sleep(0.05)
+        urls = {n: f"http://{s.host}:{s.port}" for n, s in settings.items()}
+        yield RunningSuite(urls, servers, shared_bus)
+    finally:
+        for server in servers.values():
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if shared_bus is not None:
+            await shared_bus.stop()
+
+
+def new_inprocess_bus() -> InProcessBus:
+    return InProcessBus()

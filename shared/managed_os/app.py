@@ -97,7 +97,9 @@ def create_app(
             await engine.dispose()
             log.info("service stopped", extra={"service": spec.name})
 
-    app = FastAPI(title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan
+    )
     _install_error_handlers(app)
     _install_probes(app, spec, metrics)
     for router in spec.routers:
@@ -122,7 +124,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         if any(e["type"] == "json_invalid" for e in errors):
-            return JSONResponse(error_body("malformed", "request body is not valid JSON", errors), 400)
+            return JSONResponse(
+                error_body("malformed", "request body is not valid JSON", errors), 400
+            )
         return JSONResponse(error_body("invalid", "request failed validation", errors), 422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -169,7 +173,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def get_ctx(request: Request) -> ServiceContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    return request.app.state.ctx
 
 
 Ctx = Annotated[ServiceContext, Depends(get_ctx)]

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from managed_os import auth
 from managed_os.logs import configure_logging
-from managed_os.suite import DEFAULT_PORTS, SPECS, embedded_settings, load_spec, running_suite
+from managed_os.suite import SPECS, embedded_settings, load_spec, running_suite
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +63,7 @@ async def _run(data_dir: Path, host: str, base_port: int) -> int:
     async with running_suite(settings, shared_bus=new_inprocess_bus()) as suite:
         secret = settings["catalog"].auth_secret.get_secret_value()
         admin = auth.issue_token(secret, auth.ALL_SCOPES, subject="embedded-admin")
-        print("Managed OS is running (embedded: SQLite under %s, in-process bus)" % data_dir)
+        print(f"Managed OS is running (embedded: SQLite under {data_dir}, in-process bus)")
         for name, url in suite.urls.items():
             print(f"  {name:<15} {url}   (docs: {url}/docs)")
         print(f"\nAdmin token (all scopes):\n  {admin}\n", flush=True)
@@ -81,7 +81,10 @@ def _serve(name: str) -> int:
     configure_logging(settings.log_level)
     app = create_app(spec, settings)
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_config=None,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
         timeout_graceful_shutdown=20,
     )
     return 0

@@ -62,7 +62,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
 def status_for(exc: DomainError) -> int:
     for cls in type(exc).__mro__:
         if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]  # type: ignore[index]
+            return HTTP_STATUS[cls]
     return 400
 
 

@@ -18,7 +18,10 @@ async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(payload)),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})

@@ -75,7 +75,8 @@ def idempotent(
     """Wrap `apply` so each event takes effect once, in one transaction with its inbox row."""
 
     async def handle(event: CloudEvent) -> None:
-        async with uow_factory() as uow:
+        uow = uow_factory()
+        async with uow:
             if not await uow.inbox.record(consumer, event.id):
                 return
             await apply(uow, event)

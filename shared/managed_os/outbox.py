@@ -77,9 +77,7 @@ class SqlOutboxStore:
         rows = await self.conn.execute(
             select(t.c.id, t.c.topic, t.c.envelope).order_by(t.c.id).limit(limit)
         )
-        return [
-            OutboxRecord(r.id, r.topic, CloudEvent.from_structured(r.envelope)) for r in rows
-        ]
+        return [OutboxRecord(r.id, r.topic, CloudEvent.from_structured(r.envelope)) for r in rows]
 
     async def remove(self, ids: Sequence[int]) -> None:
         if ids:

@@ -81,7 +81,11 @@ class Applicability(BaseModel):
             return False
         if self.builds is not None and facts.build_version not in self.builds:
             return False
-        if self.device_ids is not None and facts.device_id and facts.device_id not in self.device_ids:
+        if (
+            self.device_ids is not None
+            and facts.device_id
+            and facts.device_id not in self.device_ids
+        ):
             return False
         return self.enrollment_ids is None or facts.enrollment_id in self.enrollment_ids
 

@@ -57,7 +57,9 @@ class Metrics:
         published = Counter(
             "mos_outbox_published_total", "Events relayed", ["service"], registry=registry
         )
-        backlog = Gauge("mos_outbox_backlog", "Events awaiting relay", ["service"], registry=registry)
+        backlog = Gauge(
+            "mos_outbox_backlog", "Events awaiting relay", ["service"], registry=registry
+        )
         return cls(registry, published.labels(service), backlog.labels(service))
 
 

@@ -71,6 +71,13 @@ def embedded_settings(
     return result
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """Leaves signals to the caller: one process runs several servers."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
 @dataclass
 class RunningSuite:
     urls: dict[str, str]
@@ -95,11 +102,14 @@ async def running_suite(
         for name, s in settings.items():
             app = create_app(load_spec(name), s, bus=shared_bus, clock=clock)
             config = uvicorn.Config(
-                app, host=s.host, port=s.port, log_config=None, lifespan="on",
+                app,
+                host=s.host,
+                port=s.port,
+                log_config=None,
+                lifespan="on",
                 timeout_graceful_shutdown=10,
             )
-            server = uvicorn.Server(config)
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            server = _EmbeddedServer(config)
             servers[name] = server
             tasks.append(asyncio.create_task(server.serve(), name=f"serve-{name}"))
         while not all(s.started for s in servers.values()):
@@ -111,8 +121,8 @@ async def running_suite(
         urls = {n: f"http://{s.host}:{s.port}" for n, s in settings.items()}
         yield RunningSuite(urls, servers, shared_bus)
     finally:
-        for server in servers.values():
-            server.should_exit = True
+        for running in servers.values():
+            running.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         if shared_bus is not None:
             await shared_bus.stop()

@@ -7,6 +7,7 @@ connection, so state changes and outbox rows commit (or roll back) together.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
@@ -76,27 +77,33 @@ class SqlUnitOfWork:
             self._conn = self._tx = None
 
 
+@dataclass
+class MemoryState:
+    """Committed state shared by the in-memory units of work of one test."""
+
+    outbox_rows: list[OutboxRecord] = field(default_factory=list)
+    processed: set[tuple[str, str]] = field(default_factory=set)
+    counter: list[int] = field(default_factory=lambda: [0])
+
+
 class MemoryUnitOfWork:
-    """In-memory unit of work with the same outbox/inbox contract, for unit tests."""
+    """In-memory unit of work with the same outbox/inbox contract, for unit tests. Create one
+    per transaction over a shared `MemoryState`; changes are staged until `commit`."""
 
-    def __init__(self) -> None:
-        self.outbox_rows: list[OutboxRecord] = []
-        self.processed: set[tuple[str, str]] = set()
-        self._counter = [0]
-        self.commits = 0
+    outbox: MemoryOutboxStore
+    inbox: MemoryInboxStore
 
-    def __call__(self) -> Self:
-        return self
+    def __init__(self, state: MemoryState | None = None) -> None:
+        self.state = state or MemoryState()
 
     async def __aenter__(self) -> Self:
-        self.outbox = MemoryOutboxStore(self.outbox_rows, self._counter)
-        self.inbox = MemoryInboxStore(self.processed)
+        self.outbox = MemoryOutboxStore(self.state.outbox_rows, self.state.counter)
+        self.inbox = MemoryInboxStore(self.state.processed)
         return self
 
     async def commit(self) -> None:
         self.outbox.apply()
         self.inbox.apply()
-        self.commits += 1
 
     async def __aexit__(self, *exc: object) -> None:
         self.outbox.staged, self.inbox.staged = [], set()

@@ -30,7 +30,7 @@ def parse_gdmf(body: bytes, platform: str = "macOS") -> list[ReleaseData]:
         raise FeedError(f"GDMF body is not JSON: {exc}") from exc
     if isinstance(doc, dict) and isinstance(doc.get("data"), dict) and "etag" in doc:
         doc = doc["data"]
-    if not isinstance(doc, dict) or "AssetSets" not in doc and "PublicAssetSets" not in doc:
+    if not isinstance(doc, dict) or ("AssetSets" not in doc and "PublicAssetSets" not in doc):
         raise FeedError("GDMF body has neither AssetSets nor PublicAssetSets")
     merged: dict[tuple[str, str], ReleaseData] = {}
     for list_name, dated in (("AssetSets", True), ("PublicAssetSets", False)):

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Date, Integer, MetaData, String, Table, Text, UniqueConstraint
-
 from managed_os.db import BigId, JsonDoc, UtcDateTime, add_messaging_tables
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 outbox, processed_events = add_messaging_tables(metadata)

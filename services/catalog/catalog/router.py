@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
-
-from catalog.service import latest_for_major, sort_key, sync_gdmf
 from managed_os.app import Ctx, scope
 from managed_os.errors import NotFound
 from managed_os.events import ReleaseData
 from managed_os.versions import major_name
+from pydantic import BaseModel
+
+from catalog.service import latest_for_major, sort_key, sync_gdmf
+from catalog.settings import CatalogSettings
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 READ = scope("catalog:read")
@@ -51,7 +52,9 @@ async def list_releases(
         and (device_id is None or device_id in r.supported_devices)
     ]
     rels.sort(key=sort_key, reverse=True)
-    return ReleasePage(items=rels[offset : offset + limit], total=len(rels), limit=limit, offset=offset)
+    return ReleasePage(
+        items=rels[offset : offset + limit], total=len(rels), limit=limit, offset=offset
+    )
 
 
 @router.get("/releases/{build}", dependencies=[READ], response_model=ReleaseData)
@@ -72,9 +75,12 @@ async def major_latest(ctx: Ctx, major: int) -> MajorLatest:
 
 @router.post("/sync", dependencies=[WRITE])
 async def sync_now(ctx: Ctx) -> dict[str, Any]:
-    settings = ctx.settings
+    settings = cast(CatalogSettings, ctx.settings)
     result = await sync_gdmf(
-        ctx.uow(), settings.gdmf_url, ctx.clock.now(), settings.fetch_timeout_seconds  # type: ignore[attr-defined]
+        ctx.uow(),
+        settings.gdmf_url,
+        ctx.clock.now(),
+        settings.fetch_timeout_seconds,
     )
     return asdict(result)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,17 +11,24 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-
-from catalog.feeds import FeedError, merge_release, parse_gdmf
-from catalog.repository import CatalogUnitOfWork
 from managed_os.errors import NotFound
 from managed_os.events import ReleaseData, ReleasePublished, ReleaseUpdated, to_event
 from managed_os.versions import parse_version
 
+from catalog.feeds import FeedError, merge_release, parse_gdmf
+from catalog.repository import CatalogUnitOfWork
+
 log = logging.getLogger(__name__)
 SOURCE = "/managed-os/catalog"
-COMPARED = ("extra", "prerequisite_build", "kind", "release_date", "expiration_date",
-            "supported_devices", "sources")
+COMPARED = (
+    "extra",
+    "prerequisite_build",
+    "kind",
+    "release_date",
+    "expiration_date",
+    "supported_devices",
+    "sources",
+)
 
 
 @dataclass
@@ -39,7 +47,7 @@ async def fetch(url: str, timeout: float) -> bytes:
         return resources.files("catalog.data").joinpath("gdmf_snapshot.json").read_bytes()
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        return Path(parsed.path).read_bytes()
+        return await asyncio.to_thread(Path(parsed.path).read_bytes)
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:
         response = await client.get(url)
         response.raise_for_status()
@@ -101,7 +109,9 @@ def sort_key(rel: ReleaseData) -> tuple[object, str]:
     return (parse_version(rel.version, rel.extra), rel.build)
 
 
-async def latest_for_major(uow: CatalogUnitOfWork, major: int) -> tuple[ReleaseData, ReleaseData | None]:
+async def latest_for_major(
+    uow: CatalogUnitOfWork, major: int
+) -> tuple[ReleaseData, ReleaseData | None]:
     """The latest OS update of a major and the BSI that applies on top of it, if any."""
     rels = await uow.releases.by_major(major)
     updates = sorted((r for r in rels if r.kind != "bsi"), key=sort_key)

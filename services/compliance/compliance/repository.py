@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from managed_os.uow import SqlUnitOfWork
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from compliance.models import device_states
 from compliance.rules import DeviceRecord
-from managed_os.uow import SqlUnitOfWork
 
 
 class DeviceStateRepository:
@@ -29,7 +29,9 @@ class DeviceStateRepository:
         query = select(device_states).order_by(device_states.c.enrollment_id)
         if blueprint_id is not None:
             query = query.where(device_states.c.blueprint_id == blueprint_id)
-        return [DeviceRecord.model_validate(dict(r._mapping)) for r in await self.conn.execute(query)]
+        return [
+            DeviceRecord.model_validate(dict(r._mapping)) for r in await self.conn.execute(query)
+        ]
 
     async def put(self, record: DeviceRecord, now: datetime) -> None:
         data: dict[str, Any] = record.model_dump(mode="json")

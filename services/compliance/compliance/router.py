@@ -6,12 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter
+from managed_os.app import Ctx, scope
+from managed_os.errors import NotFound
 
 from compliance.rules import State
 from compliance.service import judged, summarise
 from compliance.settings import ComplianceSettings
-from managed_os.app import Ctx, scope
-from managed_os.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["compliance"])
 READ = scope("compliance:read")
@@ -23,7 +23,9 @@ def _stale(ctx: Ctx) -> timedelta:
 
 
 @router.get("/devices", dependencies=[READ])
-async def list_devices(ctx: Ctx, state: State | None = None, blueprint_id: str | None = None) -> dict[str, Any]:
+async def list_devices(
+    ctx: Ctx, state: State | None = None, blueprint_id: str | None = None
+) -> dict[str, Any]:
     now = ctx.clock.now()
     async with ctx.uow() as uow:
         records = await uow.devices.all(blueprint_id)

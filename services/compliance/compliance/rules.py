@@ -10,18 +10,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel
-
 from managed_os.events import DeclarationState, SoftwareUpdateState
 from managed_os.policy import DeviceFacts, ExpectedEnforcement
 from managed_os.versions import VersionError, parse_version
+from pydantic import BaseModel
 
 State = Literal[
-    "up_to_date", "pending", "in_progress", "overdue", "failed", "incompatible", "unknown",
+    "up_to_date",
+    "pending",
+    "in_progress",
+    "overdue",
+    "failed",
+    "incompatible",
+    "unknown",
     "not_managed",
 ]
 STATES: tuple[State, ...] = (
-    "up_to_date", "pending", "in_progress", "overdue", "failed", "incompatible", "unknown",
+    "up_to_date",
+    "pending",
+    "in_progress",
+    "overdue",
+    "failed",
+    "incompatible",
+    "unknown",
     "not_managed",
 )
 # Without a known time zone, judge in the last zone to reach the deadline (UTC−12) and
@@ -79,16 +90,26 @@ def evaluate(record: DeviceRecord, now: datetime, stale_after: timedelta) -> Ver
         return Verdict("up_to_date", f"on macOS {record.facts.os_version}")
     e = min(open_items, key=lambda x: x.deadline)
     su = record.softwareupdate
-    invalid = [d for d in record.declarations if d.identifier == e.declaration_id and d.valid == "invalid"]
+    invalid = [
+        d for d in record.declarations if d.identifier == e.declaration_id and d.valid == "invalid"
+    ]
     base = dict(target_version=e.target_version, deadline=e.deadline)
     if su.install_state == "failed" or su.failure_count > 0:
-        why = su.failure_reason or f"install state {su.install_state}, {su.failure_count} failure(s)"
+        why = (
+            su.failure_reason or f"install state {su.install_state}, {su.failure_count} failure(s)"
+        )
         return Verdict("failed", why, **base)
     if invalid:
         codes = ", ".join(str(r.get("code")) for r in invalid[0].reasons) or "no reason given"
-        return Verdict("failed", f"declaration {e.declaration_id} reported invalid: {codes}", **base)
+        return Verdict(
+            "failed", f"declaration {e.declaration_id} reported invalid: {codes}", **base
+        )
     if su.install_state in IN_PROGRESS:
-        return Verdict("in_progress", f"{su.install_state} macOS {su.pending_version or e.target_version}", **base)
+        return Verdict(
+            "in_progress",
+            f"{su.install_state} macOS {su.pending_version or e.target_version}",
+            **base,
+        )
     if now > overdue_at(e.deadline):
         return Verdict("overdue", f"macOS {e.target_version} was due {e.deadline} local", **base)
     return Verdict("pending", f"macOS {e.target_version} due {e.deadline} local", **base)

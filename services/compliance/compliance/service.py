@@ -6,9 +6,10 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+from managed_os.events import DeviceManifestChanged, DeviceStatusReported, SoftwareUpdateState
+
 from compliance.repository import ComplianceUnitOfWork
 from compliance.rules import STATES, DeviceRecord, evaluate
-from managed_os.events import DeviceManifestChanged, DeviceStatusReported, SoftwareUpdateState
 
 
 async def on_status(uow: ComplianceUnitOfWork, event: DeviceStatusReported, now: datetime) -> None:
@@ -24,7 +25,9 @@ async def on_status(uow: ComplianceUnitOfWork, event: DeviceStatusReported, now:
     await uow.devices.put(record, now)
 
 
-async def on_manifest(uow: ComplianceUnitOfWork, event: DeviceManifestChanged, now: datetime) -> None:
+async def on_manifest(
+    uow: ComplianceUnitOfWork, event: DeviceManifestChanged, now: datetime
+) -> None:
     old = await uow.devices.get(event.enrollment_id)
     record = DeviceRecord(
         enrollment_id=event.enrollment_id,
@@ -59,6 +62,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "total": total,
         "counts": {s: counts.get(s, 0) for s in STATES},
-        "percent_up_to_date": round(100 * counts.get("up_to_date", 0) / total, 1) if total else None,
+        "percent_up_to_date": round(100 * counts.get("up_to_date", 0) / total, 1)
+        if total
+        else None,
         "versions": dict(Counter(r["os_version"] or "unknown" for r in rows).most_common()),
     }

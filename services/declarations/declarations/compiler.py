@@ -16,11 +16,12 @@ import json
 from collections.abc import Sequence
 from datetime import date, datetime, time
 
-from declarations.schemas import LibraryItem, Minimum, Specific
 from managed_os import ddm
 from managed_os.events import ReleaseData
 from managed_os.policy import Applicability, Candidate, ExpectedEnforcement
 from managed_os.versions import parse_version
+
+from declarations.schemas import LibraryItem, Minimum, Specific
 
 STATUS_SUBSCRIPTIONS_ID = "managed-os.status-subscriptions"
 STATUS_ITEMS = (
@@ -65,7 +66,11 @@ def compile_item(item: LibraryItem, releases: Sequence[ReleaseData]) -> list[Can
         target = latest_update(releases, item.major)
     else:
         target = max(
-            (r for r in releases if r.kind != "bsi" and parse_version(r.version) == parse_version(ve.version)),
+            (
+                r
+                for r in releases
+                if r.kind != "bsi" and parse_version(r.version) == parse_version(ve.version)
+            ),
             key=lambda r: len(r.supported_devices),
             default=None,
         )
@@ -76,7 +81,12 @@ def compile_item(item: LibraryItem, releases: Sequence[ReleaseData]) -> list[Can
     devices = target.supported_devices or None
     candidates = [
         _enforcement(
-            item, "update", f"managed-os.{item.id}.{ve.mode}", target, build, deadline,
+            item,
+            "update",
+            f"managed-os.{item.id}.{ve.mode}",
+            target,
+            build,
+            deadline,
             Applicability(majors=[item.major], version_below=ve.version, device_ids=devices),
             f"macOS {target.version} required: below {ve.mode} {ve.version}, "
             f"due {deadline:%Y-%m-%d %H:%M} local",
@@ -86,7 +96,12 @@ def compile_item(item: LibraryItem, releases: Sequence[ReleaseData]) -> list[Can
         older = list(range(11, item.major))
         candidates.append(
             _enforcement(
-                item, "upgrade", f"managed-os.{item.id}.upgrade", target, build, deadline,
+                item,
+                "upgrade",
+                f"managed-os.{item.id}.upgrade",
+                target,
+                build,
+                deadline,
                 Applicability(majors=older, device_ids=devices),
                 f"upgrade to macOS {target.version}, due {deadline:%Y-%m-%d %H:%M} local",
             )
@@ -108,7 +123,7 @@ def _enforcement(
     expected = ExpectedEnforcement(
         item_id=item.id,
         declaration_id=identifier,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         target_version=target.version,
         target_build=build,
         deadline=decl.payload["TargetLocalDateTime"],

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from managed_os.cloudevents import CloudEvent
+from managed_os.events import (
+    TOPIC_POLICIES,
+    TOPIC_RELEASES,
+    ReleasePublished,
+    ReleaseUpdated,
+    from_event,
+)
+from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
+
 from declarations import models, service
 from declarations.repository import DeclarationsUnitOfWork
 from declarations.router import router
 from declarations.settings import DeclarationsSettings
-from managed_os.cloudevents import CloudEvent
-from managed_os.events import TOPIC_POLICIES, TOPIC_RELEASES, ReleasePublished, ReleaseUpdated, from_event
-from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
 
 
 def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:

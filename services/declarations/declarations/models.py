@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from managed_os.db import JsonDoc, UtcDateTime, add_messaging_tables
 from sqlalchemy import (
     Column,
     ForeignKey,
@@ -12,8 +13,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-
-from managed_os.db import JsonDoc, UtcDateTime, add_messaging_tables
 
 metadata = MetaData()
 outbox, processed_events = add_messaging_tables(metadata)
@@ -45,8 +44,15 @@ library_items = Table(
 assignments = Table(
     "item_assignments",
     metadata,
-    Column("item_id", String(36), ForeignKey("library_items.id", ondelete="CASCADE"), primary_key=True),
-    Column("blueprint_id", String(36), ForeignKey("blueprints.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "item_id", String(36), ForeignKey("library_items.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column(
+        "blueprint_id",
+        String(36),
+        ForeignKey("blueprints.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
     Column("major", Integer, nullable=False),
     UniqueConstraint("blueprint_id", "major", name="uq_assignment_blueprint_major"),
 )

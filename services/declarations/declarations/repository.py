@@ -6,14 +6,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from managed_os.events import ReleaseData
+from managed_os.uow import SqlUnitOfWork
 from pydantic import TypeAdapter
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from declarations.models import assignments, blueprints, known_releases, library_items, policy_revisions
+from declarations.models import (
+    assignments,
+    blueprints,
+    known_releases,
+    library_items,
+    policy_revisions,
+)
 from declarations.schemas import Blueprint, LibraryItem, PolicyRevision
-from managed_os.events import ReleaseData
-from managed_os.uow import SqlUnitOfWork
 
 _items = TypeAdapter(LibraryItem)
 
@@ -26,10 +32,12 @@ class BlueprintRepository:
         await self.conn.execute(insert(blueprints).values(**bp.model_dump()))
 
     async def get(self, blueprint_id: str) -> Blueprint | None:
-        row = (await self.conn.execute(select(blueprints).where(blueprints.c.id == blueprint_id))).first()
+        row = (
+            await self.conn.execute(select(blueprints).where(blueprints.c.id == blueprint_id))
+        ).first()
         return Blueprint.model_validate(dict(row._mapping)) if row else None
 
-    async def list(self) -> list[Blueprint]:
+    async def list_all(self) -> list[Blueprint]:
         rows = await self.conn.execute(select(blueprints).order_by(blueprints.c.created_at))
         return [Blueprint.model_validate(dict(r._mapping)) for r in rows]
 
@@ -56,11 +64,15 @@ class ItemRepository:
             )
 
     async def get(self, item_id: str) -> LibraryItem | None:
-        row = (await self.conn.execute(select(library_items).where(library_items.c.id == item_id))).first()
+        row = (
+            await self.conn.execute(select(library_items).where(library_items.c.id == item_id))
+        ).first()
         return await self._hydrate(row) if row else None
 
-    async def list(self) -> list[LibraryItem]:
-        rows = (await self.conn.execute(select(library_items).order_by(library_items.c.created_at))).all()
+    async def list_all(self) -> list[LibraryItem]:
+        rows = (
+            await self.conn.execute(select(library_items).order_by(library_items.c.created_at))
+        ).all()
         return [await self._hydrate(r) for r in rows]
 
     async def for_blueprint(self, blueprint_id: str) -> list[LibraryItem]:
@@ -134,13 +146,18 @@ class ReleaseView:
         await self.conn.execute(delete(known_releases).where(key))
         await self.conn.execute(
             insert(known_releases).values(
-                version=rel.version, build=rel.build, major=rel.major,
-                release=rel.model_dump(mode="json"), updated_at=now,
+                version=rel.version,
+                build=rel.build,
+                major=rel.major,
+                release=rel.model_dump(mode="json"),
+                updated_at=now,
             )
         )
 
     async def by_major(self, major: int) -> list[ReleaseData]:
-        rows = await self.conn.execute(select(known_releases.c.release).where(known_releases.c.major == major))
+        rows = await self.conn.execute(
+            select(known_releases.c.release).where(known_releases.c.major == major)
+        )
         return [ReleaseData.model_validate(r.release) for r in rows]
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from managed_os.app import Ctx, scope
+from managed_os.errors import NotFound
 
 from declarations import service
 from declarations.schemas import Blueprint, BlueprintIn, LibraryItem, LibraryItemIn, PolicyRevision
-from managed_os.app import Ctx, scope
-from managed_os.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["declarations"])
 READ = scope("declarations:read")
@@ -25,7 +25,7 @@ async def create_blueprint(ctx: Ctx, body: BlueprintIn) -> Blueprint:
 @router.get("/blueprints", dependencies=[READ])
 async def list_blueprints(ctx: Ctx) -> dict[str, list[Blueprint]]:
     async with ctx.uow() as uow:
-        return {"items": await uow.blueprints.list()}
+        return {"items": await uow.blueprints.list_all()}
 
 
 @router.get("/blueprints/{blueprint_id}", dependencies=[READ])
@@ -62,7 +62,7 @@ async def create_item(ctx: Ctx, body: LibraryItemIn) -> LibraryItem:
 @router.get("/library-items", dependencies=[READ])
 async def list_items(ctx: Ctx) -> dict[str, list[LibraryItem]]:
     async with ctx.uow() as uow:
-        return {"items": await uow.items.list()}
+        return {"items": await uow.items.list_all()}
 
 
 @router.get("/library-items/{item_id}", dependencies=[READ])

@@ -6,9 +6,8 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from managed_os.versions import VersionError, parse_version
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 WITHIN = Literal["1d", "2d", "1w", "2w", "3w", "1mo", "2mo", "3mo"]
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
@@ -112,7 +111,8 @@ class LibraryItemIn(Strict):
             )
         if isinstance(ve, Minimum | Specific) and parse_version(ve.version).major != self.major:
             raise ValueError(
-                f"version {ve.version} is not a macOS {self.major} release (item major is {self.major})"
+                f"version {ve.version} is not a macOS {self.major} release "
+                f"(item major is {self.major})"
             )
         return self
 

@@ -5,25 +5,37 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from declarations.compiler import compile_blueprint, policy_token
-from declarations.repository import DeclarationsUnitOfWork
-from declarations.schemas import Blueprint, BlueprintIn, LibraryItem, LibraryItemIn, Minimum, Specific
 from managed_os.errors import Conflict, InvalidInput, NotFound
 from managed_os.events import PolicyPublished, ReleaseData, to_event
-from declarations.schemas import PolicyRevision
 from managed_os.versions import parse_version
+
+from declarations.compiler import compile_blueprint, policy_token
+from declarations.repository import DeclarationsUnitOfWork
+from declarations.schemas import (
+    Blueprint,
+    BlueprintIn,
+    LibraryItem,
+    LibraryItemIn,
+    Minimum,
+    PolicyRevision,
+    Specific,
+)
 
 SOURCE = "/managed-os/declarations"
 
 
-async def create_blueprint(uow: DeclarationsUnitOfWork, data: BlueprintIn, now: datetime) -> Blueprint:
+async def create_blueprint(
+    uow: DeclarationsUnitOfWork, data: BlueprintIn, now: datetime
+) -> Blueprint:
     bp = Blueprint(id=str(uuid.uuid4()), created_at=now, updated_at=now, **data.model_dump())
     await uow.blueprints.add(bp)
     await recompile(uow, bp.id, now)
     return bp
 
 
-async def create_item(uow: DeclarationsUnitOfWork, data: LibraryItemIn, now: datetime) -> LibraryItem:
+async def create_item(
+    uow: DeclarationsUnitOfWork, data: LibraryItemIn, now: datetime
+) -> LibraryItem:
     ve, bsi = data.version_enforcement, data.bsi_enforcement
     if ve.mode == "rolling" or bsi.mode == "automatic":
         raise InvalidInput(
@@ -31,7 +43,11 @@ async def create_item(uow: DeclarationsUnitOfWork, data: LibraryItemIn, now: dat
             "use 'minimum', 'specific' or 'do_not_manage' with BSI mode 'none'"
         )
     if isinstance(ve, Minimum | Specific):
-        known = {parse_version(r.version) for r in await uow.releases.by_major(data.major) if r.kind != "bsi"}
+        known = {
+            parse_version(r.version)
+            for r in await uow.releases.by_major(data.major)
+            if r.kind != "bsi"
+        }
         if parse_version(ve.version) not in known:
             raise InvalidInput(f"macOS {ve.version} is not a release the catalog knows")
     bp_ids = sorted(set(data.blueprint_ids))
@@ -58,7 +74,9 @@ async def create_item(uow: DeclarationsUnitOfWork, data: LibraryItemIn, now: dat
     return item
 
 
-async def recompile(uow: DeclarationsUnitOfWork, blueprint_id: str, now: datetime) -> PolicyRevision | None:
+async def recompile(
+    uow: DeclarationsUnitOfWork, blueprint_id: str, now: datetime
+) -> PolicyRevision | None:
     """Compile a blueprint; store and publish a new revision only if the policy changed."""
     items = await uow.items.for_blueprint(blueprint_id)
     releases: list[ReleaseData] = []
@@ -80,7 +98,9 @@ async def recompile(uow: DeclarationsUnitOfWork, blueprint_id: str, now: datetim
     event = PolicyPublished(
         blueprint_id=blueprint_id, revision=rev.revision, token=token, candidates=candidates
     )
-    await uow.outbox.add(event.TOPIC, to_event(event, source=SOURCE, subject=blueprint_id, time=now))
+    await uow.outbox.add(
+        event.TOPIC, to_event(event, source=SOURCE, subject=blueprint_id, time=now)
+    )
     return rev
 
 

@@ -7,13 +7,13 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
+from managed_os import ddm
+from managed_os.app import Ctx
+from managed_os.errors import MalformedRequest, NotFound, Unauthorized
 
 from device_channel import hmac, service
 from device_channel.repository import DeviceChannelUnitOfWork
 from device_channel.settings import DeviceChannelSettings
-from managed_os import ddm
-from managed_os.app import Ctx
-from managed_os.errors import MalformedRequest, NotFound, Unauthorized
 
 router = APIRouter(tags=["ddm"])
 EnrollmentId = Annotated[str, Header(alias="X-Enrollment-ID", min_length=1, max_length=200)]
@@ -39,8 +39,12 @@ def _reply(ctx: Ctx, content: Any | None) -> Response:
 
 
 async def _handle(
-    ctx: Ctx, uow: DeviceChannelUnitOfWork, enrollment_id: str, user_channel: bool,
-    endpoint: ddm.Endpoint, data: bytes | None,
+    ctx: Ctx,
+    uow: DeviceChannelUnitOfWork,
+    enrollment_id: str,
+    user_channel: bool,
+    endpoint: ddm.Endpoint,
+    data: bytes | None,
 ) -> Response:
     now = ctx.clock.now()
     if endpoint.kind is ddm.EndpointKind.STATUS:
@@ -57,7 +61,10 @@ async def _handle(
     assert endpoint.category is not None and endpoint.identifier is not None
     decl = manifest.find(endpoint.category, endpoint.identifier)
     if decl is None:
-        raise NotFound(f"declaration {endpoint.category}/{endpoint.identifier} is not in this device's manifest")
+        raise NotFound(
+            f"declaration {endpoint.category}/{endpoint.identifier} "
+            "is not in this device's manifest"
+        )
     return _reply(ctx, decl.to_json())
 
 
@@ -66,22 +73,32 @@ def _user(enrollment_type: str | None) -> bool:
 
 
 @router.get("/ddm/tokens", summary="TokensResponse for the device")
-async def tokens(ctx: Ctx, request: Request, eid: EnrollmentId, etype: EnrollmentType = None) -> Response:
+async def tokens(
+    ctx: Ctx, request: Request, eid: EnrollmentId, etype: EnrollmentType = None
+) -> Response:
     await _verified_body(ctx, request)
     async with ctx.uow() as uow:
         return await _handle(ctx, uow, eid, _user(etype), ddm.parse_endpoint("tokens"), None)
 
 
 @router.get("/ddm/declaration-items", summary="DeclarationItemsResponse (the device's manifest)")
-async def declaration_items(ctx: Ctx, request: Request, eid: EnrollmentId, etype: EnrollmentType = None) -> Response:
+async def declaration_items(
+    ctx: Ctx, request: Request, eid: EnrollmentId, etype: EnrollmentType = None
+) -> Response:
     await _verified_body(ctx, request)
     async with ctx.uow() as uow:
-        return await _handle(ctx, uow, eid, _user(etype), ddm.parse_endpoint("declaration-items"), None)
+        return await _handle(
+            ctx, uow, eid, _user(etype), ddm.parse_endpoint("declaration-items"), None
+        )
 
 
 @router.get("/ddm/declaration/{category}/{identifier}", summary="One declaration of the manifest")
 async def declaration(
-    ctx: Ctx, request: Request, category: str, identifier: str, eid: EnrollmentId,
+    ctx: Ctx,
+    request: Request,
+    category: str,
+    identifier: str,
+    eid: EnrollmentId,
     etype: EnrollmentType = None,
 ) -> Response:
     await _verified_body(ctx, request)
@@ -94,7 +111,9 @@ async def declaration(
 
 
 @router.put("/ddm/status", summary="Status report; answered with an empty 200")
-async def status(ctx: Ctx, request: Request, eid: EnrollmentId, etype: EnrollmentType = None) -> Response:
+async def status(
+    ctx: Ctx, request: Request, eid: EnrollmentId, etype: EnrollmentType = None
+) -> Response:
     body = await _verified_body(ctx, request)
     async with ctx.uow() as uow:
         return await _handle(ctx, uow, eid, _user(etype), ddm.parse_endpoint("status"), body)

@@ -32,7 +32,9 @@ class Manifest:
         ).to_json()
 
 
-def build_manifest(policy: Policy | None, facts: DeviceFacts, *, user_channel: bool = False) -> Manifest:
+def build_manifest(
+    policy: Policy | None, facts: DeviceFacts, *, user_channel: bool = False
+) -> Manifest:
     """Software-update declarations are system-scope: the user channel gets an empty manifest."""
     if policy is None or user_channel:
         return Manifest((), (), ddm.declarations_token([]))

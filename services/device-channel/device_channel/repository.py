@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from managed_os.policy import Candidate, DeviceFacts, Policy
+from managed_os.uow import SqlUnitOfWork
 from pydantic import BaseModel
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from device_channel.models import devices, policies
-from managed_os.policy import Candidate, DeviceFacts, Policy
-from managed_os.uow import SqlUnitOfWork
 
 
 class Device(BaseModel):
@@ -41,17 +41,21 @@ class DeviceRepository:
         self.conn = conn
 
     async def get(self, enrollment_id: str) -> Device | None:
-        row = (await self.conn.execute(select(devices).where(devices.c.enrollment_id == enrollment_id))).first()
+        row = (
+            await self.conn.execute(select(devices).where(devices.c.enrollment_id == enrollment_id))
+        ).first()
         return Device.model_validate(dict(row._mapping)) if row else None
 
-    async def list(self, limit: int, offset: int) -> list[Device]:
+    async def list_all(self, limit: int, offset: int) -> list[Device]:
         rows = await self.conn.execute(
             select(devices).order_by(devices.c.enrollment_id).limit(limit).offset(offset)
         )
         return [Device.model_validate(dict(r._mapping)) for r in rows]
 
     async def on_blueprint(self, blueprint_id: str) -> list[Device]:
-        rows = await self.conn.execute(select(devices).where(devices.c.blueprint_id == blueprint_id))
+        rows = await self.conn.execute(
+            select(devices).where(devices.c.blueprint_id == blueprint_id)
+        )
         return [Device.model_validate(dict(r._mapping)) for r in rows]
 
     async def add(self, device: Device) -> None:
@@ -72,7 +76,9 @@ class PolicyStore:
     async def get(self, blueprint_id: str | None) -> Policy | None:
         if blueprint_id is None:
             return None
-        row = (await self.conn.execute(select(policies).where(policies.c.blueprint_id == blueprint_id))).first()
+        row = (
+            await self.conn.execute(select(policies).where(policies.c.blueprint_id == blueprint_id))
+        ).first()
         if row is None:
             return None
         return Policy(
@@ -94,7 +100,9 @@ class PolicyStore:
             "updated_at": now,
         }
         if current is None:
-            await self.conn.execute(insert(policies).values(blueprint_id=policy.blueprint_id, **values))
+            await self.conn.execute(
+                insert(policies).values(blueprint_id=policy.blueprint_id, **values)
+            )
             return True
         if current >= policy.revision:
             return False

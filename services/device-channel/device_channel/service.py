@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from device_channel.manifest import Manifest, build_manifest
-from device_channel.repository import Device, DeviceChannelUnitOfWork
 from managed_os import ddm
 from managed_os.errors import MalformedRequest, NotFound
 from managed_os.events import (
@@ -16,6 +14,9 @@ from managed_os.events import (
     to_event,
 )
 from managed_os.policy import DeviceFacts, Policy
+
+from device_channel.manifest import Manifest, build_manifest
+from device_channel.repository import Device, DeviceChannelUnitOfWork
 
 SOURCE = "/managed-os/device-channel"
 
@@ -62,7 +63,9 @@ def declaration_states(status: ddm.StatusView) -> list[DeclarationState]:
     ]
 
 
-async def device_for_sync(uow: DeviceChannelUnitOfWork, enrollment_id: str, now: datetime) -> Device:
+async def device_for_sync(
+    uow: DeviceChannelUnitOfWork, enrollment_id: str, now: datetime
+) -> Device:
     """The device record, created on first contact (unassigned until an admin assigns it)."""
     device = await uow.devices.get(enrollment_id)
     if device is None:
@@ -78,17 +81,28 @@ async def device_for_sync(uow: DeviceChannelUnitOfWork, enrollment_id: str, now:
     return device
 
 
-async def manifest_for(uow: DeviceChannelUnitOfWork, device: Device, user_channel: bool = False) -> Manifest:
-    return build_manifest(await uow.policies.get(device.blueprint_id), device.facts, user_channel=user_channel)
+async def manifest_for(
+    uow: DeviceChannelUnitOfWork, device: Device, user_channel: bool = False
+) -> Manifest:
+    return build_manifest(
+        await uow.policies.get(device.blueprint_id), device.facts, user_channel=user_channel
+    )
 
 
 async def register(
-    uow: DeviceChannelUnitOfWork, enrollment_id: str, blueprint_id: str | None,
-    serial_number: str | None, now: datetime,
+    uow: DeviceChannelUnitOfWork,
+    enrollment_id: str,
+    blueprint_id: str | None,
+    serial_number: str | None,
+    now: datetime,
 ) -> Device:
     device = await device_for_sync(uow, enrollment_id, now)
     device = device.model_copy(
-        update={"blueprint_id": blueprint_id, "serial_number": serial_number or device.serial_number, "updated_at": now}
+        update={
+            "blueprint_id": blueprint_id,
+            "serial_number": serial_number or device.serial_number,
+            "updated_at": now,
+        }
     )
     await _refresh(uow, device, now)
     return device
@@ -124,7 +138,9 @@ async def ingest_status(
         declarations=declaration_states(merged),
         expected=list(manifest.expected),
     )
-    await uow.outbox.add(payload.TOPIC, to_event(payload, source=SOURCE, subject=enrollment_id, time=now))
+    await uow.outbox.add(
+        payload.TOPIC, to_event(payload, source=SOURCE, subject=enrollment_id, time=now)
+    )
     return device
 
 

@@ -56,7 +56,7 @@ class KafkaBus:
         self._producer = producer
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
-        """Create missing topics (real clusters usually pre-create them, e.g. Strimzi KafkaTopic)."""
+        """Create missing topics (real clusters pre-create them, e.g. Strimzi KafkaTopic)."""
         if not topics:
             return
         admin = AIOKafkaAdminClient(
@@ -108,6 +108,8 @@ class KafkaBus:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             metadata_max_age_ms=5000,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1500,
         )
         await consumer.start()
         sub = _KafkaSubscription(self, consumer, group, handler)

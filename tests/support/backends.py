@@ -41,21 +41,21 @@ class EffectLog:
         return list(self.memory)
 
 
-class TestUnitOfWork(SqlUnitOfWork):
+class ProbeUnitOfWork(SqlUnitOfWork):
     effects: EffectLog
 
     def _bind(self, conn: AsyncConnection) -> None:
         self.effects = EffectLog(conn)
 
 
-class MemoryTestUnitOfWork(MemoryUnitOfWork):
+class MemoryProbeUnitOfWork(MemoryUnitOfWork):
     """Adds the effect log to the in-memory unit of work (committed list in `state`)."""
 
     def __init__(self, state: MemoryState, effects_committed: list[str]) -> None:
         super().__init__(state)
         self.committed = effects_committed
 
-    async def __aenter__(self) -> MemoryTestUnitOfWork:
+    async def __aenter__(self) -> MemoryProbeUnitOfWork:
         await super().__aenter__()
         self.effects = EffectLog(memory=list(self.committed))
         return self
@@ -82,8 +82,8 @@ async def uow_factory(backend: str, tmp_path: Path, pg: Any) -> AsyncIterator[Ca
     """Yields a zero-argument factory of fresh units of work on `backend`."""
     if backend == "memory":
         state, committed = MemoryState(), []  # type: ignore[var-annotated]
-        yield lambda: MemoryTestUnitOfWork(state, committed)
+        yield lambda: MemoryProbeUnitOfWork(state, committed)
         return
     url = f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}" if backend == "sqlite" else pg.create()
     async with sql_engine(url) as engine:
-        yield lambda: TestUnitOfWork(engine, outbox_table, inbox_table)
+        yield lambda: ProbeUnitOfWork(engine, outbox_table, inbox_table)

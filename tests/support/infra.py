@@ -13,7 +13,7 @@ from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -32,6 +32,15 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+T = TypeVar("T")
+
+
+def _run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion from sync or async code (a private loop in a thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 async def _pg_ok() -> bool:
     try:
         conn = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
@@ -43,7 +52,7 @@ async def _pg_ok() -> bool:
 
 def ensure_postgres() -> None:
     """Start the machine's PostgreSQL cluster when it is down (Debian's pg_ctlcluster)."""
-    if asyncio.run(_pg_ok()):
+    if _run_blocking(_pg_ok()):
         return
     clusters = (
         sorted(Path("/etc/postgresql").glob("*/main")) if Path("/etc/postgresql").exists() else []
@@ -55,16 +64,10 @@ def ensure_postgres() -> None:
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=False
     )
     for _ in range(60):
-        if asyncio.run(_pg_ok()):
+        if _run_blocking(_pg_ok()):
             return
         time.sleep(0.5)
     raise RuntimeError("PostgreSQL did not come up")
-
-
-def _run_blocking(coro: Coroutine[Any, Any, None]) -> None:
-    """Run `coro` to completion from sync or async code (a private loop in a thread)."""
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, coro).result()
 
 
 class PgDatabases:

@@ -38,6 +38,13 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval: float = Field(0.5, gt=0, description="Seconds between relay polls.")
     log_level: str = Field("INFO", description="Log level.")
 
+    @field_validator("auth_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 32:
+            raise ValueError("auth_secret must be at least 32 characters (HS256 key strength)")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:

@@ -81,6 +81,7 @@ class _EmbeddedServer(uvicorn.Server):
 @dataclass
 class RunningSuite:
     urls: dict[str, str]
+    settings: Mapping[str, ServiceSettings]
     servers: dict[str, uvicorn.Server]
     bus: EventBus | None
 
@@ -119,7 +120,7 @@ async def running_suite(
                 raise RuntimeError("a service exited during startup")
             await asyncio.sleep(0.05)
         urls = {n: f"http://{s.host}:{s.port}" for n, s in settings.items()}
-        yield RunningSuite(urls, servers, shared_bus)
+        yield RunningSuite(urls, settings, servers, shared_bus)
     finally:
         for running in servers.values():
             running.should_exit = True

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from managed_os.clock import FixedClock
+
 from tests.support.suite import FakeMac, admin_headers, embedded_suite, postgres_kafka_suite
 
 NOW = datetime(2026, 8, 25, 12, 0, tzinfo=UTC)
@@ -81,13 +81,17 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
             "blueprint_ids": [blueprint_id],
             "installation_method": "continuously_enforce",
             "version_enforcement": {
-                "mode": "minimum", "version": "26.5", "deadline": "2026-09-01", "at": "17:00",
+                "mode": "minimum",
+                "version": "26.5",
+                "deadline": "2026-09-01",
+                "at": "17:00",
             },
         }
         # The declarations service learns releases from the bus; until it has 26.5, 422.
         item = await eventually(
-            lambda: http.post(f"{urls['declarations']}/v1/library-items", json=item_body,
-                              headers=admin),
+            lambda: http.post(
+                f"{urls['declarations']}/v1/library-items", json=item_body, headers=admin
+            ),
             lambda r: r.status_code != 422,
         )
         assert item.status_code == 201, item.text
@@ -116,7 +120,8 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
         items = (await mac.get("declaration-items")).json()
         assert items["DeclarationsToken"] == tokens["DeclarationsToken"]
         enforcement_ids = [
-            c["Identifier"] for c in items["Declarations"]["Configurations"]
+            c["Identifier"]
+            for c in items["Declarations"]["Configurations"]
             if c["Identifier"].endswith(".minimum")
         ]
         assert len(enforcement_ids) == 1
@@ -128,7 +133,9 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
             "TargetOSVersion": "26.6.2",
             "TargetLocalDateTime": "2026-09-01T17:00:00",
         }
-        listed = {c["Identifier"]: c["ServerToken"] for c in items["Declarations"]["Configurations"]}
+        listed = {
+            c["Identifier"]: c["ServerToken"] for c in items["Declarations"]["Configurations"]
+        }
         assert body["ServerToken"] == listed[enforcement_ids[0]]
         activation = items["Declarations"]["Activations"][0]
         act = (await mac.get(f"declaration/activation/{activation['Identifier']}")).json()

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from managed_os import auth
 from managed_os.clock import Clock
 from managed_os.suite import SPECS, RunningSuite, embedded_settings, load_spec, running_suite
 from managed_os.suite import new_inprocess_bus as inprocess_bus
+
 from tests.support.infra import PgDatabases, free_port
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -66,13 +66,8 @@ async def postgres_kafka_suite(
 
 
 def admin_headers(suite: RunningSuite) -> dict[str, str]:
-    secret = _secret_of(suite)
+    secret = suite.settings["catalog"].auth_secret.get_secret_value()
     return {"Authorization": f"Bearer {auth.issue_token(secret, auth.ALL_SCOPES)}"}
-
-
-def _secret_of(suite: RunningSuite) -> str:
-    app = suite.servers["catalog"].config.app
-    return str(app.state.ctx.settings.auth_secret.get_secret_value())
 
 
 class FakeMac:

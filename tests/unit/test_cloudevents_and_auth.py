@@ -1,0 +1,80 @@
+"""CloudEvents envelopes (structured and Kafka binary) and bearer-token scopes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from managed_os import auth
+from managed_os.cloudevents import CloudEvent, EnvelopeError
+from managed_os.errors import Forbidden, Unauthorized
+from managed_os.events import ReleaseData, ReleasePublished, from_event, to_event
+
+SECRET = "s" * 32
+
+
+def sample() -> CloudEvent:
+    rel = ReleaseData(version="26.6.2", build="25G83", kind="update", major=26)
+    return to_event(
+        ReleasePublished(release=rel),
+        source="/catalog",
+        subject="25G83",
+        time=datetime(2026, 8, 17, tzinfo=UTC),
+    )
+
+
+def test_an_event_round_trips_through_kafka_binary_mode_with_ce_headers():
+    ev = sample()
+    key, value, headers = ev.to_kafka()
+    names = dict(headers)
+    assert key == b"25G83"
+    assert names["ce_specversion"] == b"1.0" and names["ce_type"] == ReleasePublished.TYPE.encode()
+    assert json.loads(value)["release"]["build"] == "25G83"
+    assert CloudEvent.from_kafka(value, headers) == ev
+
+
+def test_a_structured_mode_event_is_read_too():
+    ev = sample()
+    body = json.dumps(ev.to_structured()).encode()
+    assert CloudEvent.from_kafka(body, [("content-type", b"application/cloudevents+json")]) == ev
+
+
+def test_the_typed_payload_comes_back_and_unknown_types_are_skipped():
+    payload = from_event(sample())
+    assert isinstance(payload, ReleasePublished) and payload.release.version == "26.6.2"
+    other = CloudEvent(type="com.example.unknown.v1", source="/x", subject="k", data={})
+    assert from_event(other) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "headers"),
+    [
+        (b"not json", []),
+        (b"{}", []),
+        (json.dumps({"specversion": "0.3", "id": "1", "source": "s", "type": "t"}).encode(), []),
+        (
+            b"[1]",
+            [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"s"), ("ce_type", b"t")],
+        ),
+    ],
+)
+def test_unreadable_messages_raise_an_envelope_error(value, headers):
+    with pytest.raises(EnvelopeError):
+        CloudEvent.from_kafka(value, headers)
+
+
+def test_a_token_carries_its_scopes_and_write_implies_read():
+    scopes = auth.verify_token(SECRET, auth.issue_token(SECRET, ["catalog:write"]))
+    auth.require(scopes, "catalog:read")
+    auth.require(scopes, "catalog:write")
+    with pytest.raises(Forbidden):
+        auth.require(scopes, "compliance:read")
+
+
+def test_tokens_signed_with_another_key_or_without_a_configured_secret_are_refused():
+    token = auth.issue_token(SECRET, ["catalog:read"])
+    with pytest.raises(Unauthorized):
+        auth.verify_token("t" * 32, token)
+    with pytest.raises(Unauthorized):
+        auth.verify_token("", token)

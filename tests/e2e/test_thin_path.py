@@ -114,18 +114,25 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
         configs = items.json()["Declarations"]["Configurations"]
         assert [c["Identifier"] for c in configs] == ["managed-os.status-subscriptions"]
 
-        # 4. It reports macOS 26.4.1; its manifest now carries the enforcement.
+        # 4. It reports macOS 26.4.1; once the item's policy has arrived, its manifest
+        #    carries the enforcement.
         assert (await mac.report(status_items("26.4.1", "25E253"), full=True)).status_code == 200
+
+        def enforcement_ids(manifest: dict[str, Any]) -> list[str]:
+            configs = manifest["Declarations"]["Configurations"]
+            return [c["Identifier"] for c in configs if c["Identifier"].endswith(".minimum")]
+
+        items = (
+            await eventually(
+                lambda: mac.get("declaration-items"),
+                lambda r: r.status_code == 200 and enforcement_ids(r.json()),
+            )
+        ).json()
         tokens = (await mac.get("tokens")).json()["SyncTokens"]
-        items = (await mac.get("declaration-items")).json()
         assert items["DeclarationsToken"] == tokens["DeclarationsToken"]
-        enforcement_ids = [
-            c["Identifier"]
-            for c in items["Declarations"]["Configurations"]
-            if c["Identifier"].endswith(".minimum")
-        ]
-        assert len(enforcement_ids) == 1
-        decl = await mac.get(f"declaration/configuration/{enforcement_ids[0]}")
+        assert len(enforcement_ids(items)) == 1
+        enforcement_id = enforcement_ids(items)[0]
+        decl = await mac.get(f"declaration/configuration/{enforcement_id}")
         assert decl.status_code == 200
         body = decl.json()
         assert body["Type"] == "com.apple.configuration.softwareupdate.enforcement.specific"
@@ -136,7 +143,7 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
         listed = {
             c["Identifier"]: c["ServerToken"] for c in items["Declarations"]["Configurations"]
         }
-        assert body["ServerToken"] == listed[enforcement_ids[0]]
+        assert body["ServerToken"] == listed[enforcement_id]
         activation = items["Declarations"]["Activations"][0]
         act = (await mac.get(f"declaration/activation/{activation['Identifier']}")).json()
         assert sorted(act["Payload"]["StandardConfigurations"]) == sorted(listed)

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from managed_os.clock import FixedClock
 
+from managed_os.clock import FixedClock
 from tests.support.suite import FakeMac, admin_headers, embedded_suite, postgres_kafka_suite
 
 NOW = datetime(2026, 8, 25, 12, 0, tzinfo=UTC)

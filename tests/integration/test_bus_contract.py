@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+
 from managed_os.bus.inprocess import InProcessBus
 from managed_os.bus.kafka import KafkaBus
 from managed_os.bus.protocol import EventBus

@@ -11,12 +11,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from managed_os.bus.inprocess import InProcessBus
 from managed_os.bus.kafka import KafkaBus
 from managed_os.cloudevents import CloudEvent
 from managed_os.inbox import idempotent
 from managed_os.outbox import OutboxRelay
-
 from tests.support.backends import ProbeUnitOfWork, inbox_table, outbox_table, sql_engine
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
 from managed_os.bus.inprocess import InProcessBus
 from managed_os.cloudevents import CloudEvent
 from managed_os.inbox import idempotent
 from managed_os.outbox import OutboxRelay
-
 from tests.support.backends import uow_factory
 
 BACKENDS = ["memory", "sqlite", "postgres"]

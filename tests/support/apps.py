@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+
 from managed_os import auth
 from managed_os.app import create_app
 from managed_os.clock import Clock

@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from managed_os.db import add_messaging_tables, make_engine
-from managed_os.uow import MemoryState, MemoryUnitOfWork, SqlUnitOfWork
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from managed_os.db import add_messaging_tables, make_engine
+from managed_os.uow import MemoryState, MemoryUnitOfWork, SqlUnitOfWork
 
 metadata = MetaData()
 outbox_table, inbox_table = add_messaging_tables(metadata)

@@ -9,7 +9,6 @@ import asyncio
 import sys
 
 from managed_os.cloudevents import CloudEvent
-
 from tests.support.backends import ProbeUnitOfWork, inbox_table, outbox_table, sql_engine
 
 

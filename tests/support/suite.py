@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from managed_os import auth
 from managed_os.clock import Clock
 from managed_os.suite import SPECS, RunningSuite, embedded_settings, load_spec, running_suite
 from managed_os.suite import new_inprocess_bus as inprocess_bus
-
 from tests.support.infra import PgDatabases, free_port
 
 DATA = Path(__file__).resolve().parents[1] / "data"

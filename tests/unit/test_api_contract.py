@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from fastapi.routing import APIRoute
+
 from managed_os import auth
 from managed_os.suite import SPECS
-
 from tests.support.apps import SECRET, bearer, service_client
 
 
@@ -117,8 +117,9 @@ def test_an_unknown_route_is_a_404_in_the_common_shape(tmp_path):
 
 
 def test_settings_refuse_a_weak_auth_secret_and_an_unknown_database_scheme():
-    from catalog.settings import CatalogSettings
     from pydantic import ValidationError
+
+    from catalog.settings import CatalogSettings
 
     with pytest.raises(ValidationError, match="at least 32 characters"):
         CatalogSettings(auth_secret="short")
@@ -127,8 +128,9 @@ def test_settings_refuse_a_weak_auth_secret_and_an_unknown_database_scheme():
 
 
 def test_the_device_channel_refuses_to_start_unsigned_outside_the_embedded_mode():
-    from device_channel.settings import DeviceChannelSettings
     from pydantic import ValidationError
+
+    from device_channel.settings import DeviceChannelSettings
 
     with pytest.raises(ValidationError, match="HMAC_KEY is required"):
         DeviceChannelSettings()

@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+
 from catalog.feeds import FeedError, parse_gdmf
 from managed_os.versions import parse_version
 

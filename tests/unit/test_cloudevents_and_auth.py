@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
 from managed_os import auth
 from managed_os.cloudevents import CloudEvent, EnvelopeError
 from managed_os.errors import Forbidden, Unauthorized

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from compliance.rules import DeviceRecord, evaluate, overdue_at
 from managed_os.events import DeclarationState, SoftwareUpdateState
 from managed_os.policy import DeviceFacts, ExpectedEnforcement

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from managed_os.ddm import (
     Category,
     DDMProtocolError,

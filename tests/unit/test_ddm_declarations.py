@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from managed_os.ddm import (
     ACTIVATION_SIMPLE,
     ENFORCEMENT_SPECIFIC,

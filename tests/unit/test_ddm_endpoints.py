@@ -9,9 +9,9 @@ import json
 import plistlib
 
 import pytest
+
 from device_channel.repository import DeviceChannelUnitOfWork
 from managed_os.policy import Policy
-
 from tests.support.apps import bearer, service_client
 
 KEY = b"unit-hmac-key"

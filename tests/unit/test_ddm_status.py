@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from managed_os.ddm import (
     INSTALL_STATES,
     KNOWN_ITEMS,

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from catalog.feeds import parse_gdmf
 from declarations import service
-
 from tests.support.apps import bearer, service_client
 
 FEED = (

@@ -3,6 +3,8 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
 from managed_os.versions import (
     MAJOR_NAMES,
     Build,
@@ -15,7 +17,6 @@ from managed_os.versions import (
     parse_build,
     parse_version,
 )
-from pydantic import BaseModel, ValidationError
 
 numbers = st.integers(min_value=0, max_value=999)
 extras = st.none() | st.sampled_from("abcdefghijklmnopqrstuvwxyz")

@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import logging
 
-from managed_os.events import TOPIC_RELEASES
-from managed_os.service import ServiceContext, ServiceSpec
-
 from catalog import models
 from catalog.repository import CatalogUnitOfWork
 from catalog.router import router
 from catalog.service import sync_gdmf
 from catalog.settings import CatalogSettings
+from managed_os.events import TOPIC_RELEASES
+from managed_os.service import ServiceContext, ServiceSpec
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from managed_os.db import BigId, JsonDoc, UtcDateTime, add_messaging_tables
 from sqlalchemy import (
     Boolean,
     Column,
@@ -14,6 +13,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+
+from managed_os.db import BigId, JsonDoc, UtcDateTime, add_messaging_tables
 
 metadata = MetaData()
 outbox, processed_events = add_messaging_tables(metadata)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from managed_os.events import ReleaseData
-from managed_os.uow import SqlUnitOfWork
-from managed_os.versions import parse_version
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog.models import releases, sources
+from managed_os.events import ReleaseData
+from managed_os.uow import SqlUnitOfWork
+from managed_os.versions import parse_version
 
 
 def _row_to_release(row: Any) -> ReleaseData:

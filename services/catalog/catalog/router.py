@@ -6,14 +6,14 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Query
-from managed_os.app import Ctx, scope
-from managed_os.errors import NotFound
-from managed_os.events import ReleaseData
-from managed_os.versions import major_name
 from pydantic import BaseModel
 
 from catalog.service import latest_for_major, sort_key, sync_gdmf
 from catalog.settings import CatalogSettings
+from managed_os.app import Ctx, scope
+from managed_os.errors import NotFound
+from managed_os.events import ReleaseData
+from managed_os.versions import major_name
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 READ = scope("catalog:read")

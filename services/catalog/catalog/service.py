@@ -11,12 +11,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-from managed_os.errors import NotFound
-from managed_os.events import ReleaseData, ReleasePublished, ReleaseUpdated, to_event
-from managed_os.versions import parse_version
 
 from catalog.feeds import FeedError, merge_release, parse_gdmf
 from catalog.repository import CatalogUnitOfWork
+from managed_os.errors import NotFound
+from managed_os.events import ReleaseData, ReleasePublished, ReleaseUpdated, to_event
+from managed_os.versions import parse_version
 
 log = logging.getLogger(__name__)
 SOURCE = "/managed-os/catalog"

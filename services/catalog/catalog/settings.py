@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from managed_os.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from managed_os.settings import ServiceSettings
 
 
 class CatalogSettings(ServiceSettings):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from managed_os.cloudevents import CloudEvent
-from managed_os.events import TOPIC_DEVICES, DeviceManifestChanged, DeviceStatusReported, from_event
-from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
-
 from compliance import models, service
 from compliance.repository import ComplianceUnitOfWork
 from compliance.router import router
 from compliance.settings import ComplianceSettings
+from managed_os.cloudevents import CloudEvent
+from managed_os.events import TOPIC_DEVICES, DeviceManifestChanged, DeviceStatusReported, from_event
+from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
 
 
 def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from managed_os.db import JsonDoc, UtcDateTime, add_messaging_tables
 from sqlalchemy import Column, MetaData, String, Table
+
+from managed_os.db import JsonDoc, UtcDateTime, add_messaging_tables
 
 metadata = MetaData()
 outbox, processed_events = add_messaging_tables(metadata)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from managed_os.uow import SqlUnitOfWork
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from compliance.models import device_states
 from compliance.rules import DeviceRecord
+from managed_os.uow import SqlUnitOfWork
 
 
 class DeviceStateRepository:

@@ -6,12 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter
-from managed_os.app import Ctx, scope
-from managed_os.errors import NotFound
 
 from compliance.rules import State
 from compliance.service import judged, summarise
 from compliance.settings import ComplianceSettings
+from managed_os.app import Ctx, scope
+from managed_os.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["compliance"])
 READ = scope("compliance:read")

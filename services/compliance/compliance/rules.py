@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from pydantic import BaseModel
+
 from managed_os.events import DeclarationState, SoftwareUpdateState
 from managed_os.policy import DeviceFacts, ExpectedEnforcement
 from managed_os.versions import VersionError, parse_version
-from pydantic import BaseModel
 
 State = Literal[
     "up_to_date",

@@ -6,10 +6,9 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from managed_os.events import DeviceManifestChanged, DeviceStatusReported, SoftwareUpdateState
-
 from compliance.repository import ComplianceUnitOfWork
 from compliance.rules import STATES, DeviceRecord, evaluate
+from managed_os.events import DeviceManifestChanged, DeviceStatusReported, SoftwareUpdateState
 
 
 async def on_status(uow: ComplianceUnitOfWork, event: DeviceStatusReported, now: datetime) -> None:

@@ -16,12 +16,11 @@ import json
 from collections.abc import Sequence
 from datetime import date, datetime, time
 
+from declarations.schemas import LibraryItem, Minimum, Specific
 from managed_os import ddm
 from managed_os.events import ReleaseData
 from managed_os.policy import Applicability, Candidate, ExpectedEnforcement
 from managed_os.versions import parse_version
-
-from declarations.schemas import LibraryItem, Minimum, Specific
 
 STATUS_SUBSCRIPTIONS_ID = "managed-os.status-subscriptions"
 STATUS_ITEMS = (

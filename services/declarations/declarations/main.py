@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from declarations import models, service
+from declarations.repository import DeclarationsUnitOfWork
+from declarations.router import router
+from declarations.settings import DeclarationsSettings
 from managed_os.cloudevents import CloudEvent
 from managed_os.events import (
     TOPIC_POLICIES,
@@ -11,11 +15,6 @@ from managed_os.events import (
     from_event,
 )
 from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
-
-from declarations import models, service
-from declarations.repository import DeclarationsUnitOfWork
-from declarations.router import router
-from declarations.settings import DeclarationsSettings
 
 
 def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from managed_os.db import JsonDoc, UtcDateTime, add_messaging_tables
 from sqlalchemy import (
     Column,
     ForeignKey,
@@ -13,6 +12,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+
+from managed_os.db import JsonDoc, UtcDateTime, add_messaging_tables
 
 metadata = MetaData()
 outbox, processed_events = add_messaging_tables(metadata)

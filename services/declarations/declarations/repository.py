@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from managed_os.events import ReleaseData
-from managed_os.uow import SqlUnitOfWork
 from pydantic import TypeAdapter
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,6 +18,8 @@ from declarations.models import (
     policy_revisions,
 )
 from declarations.schemas import Blueprint, LibraryItem, PolicyRevision
+from managed_os.events import ReleaseData
+from managed_os.uow import SqlUnitOfWork
 
 _items = TypeAdapter(LibraryItem)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
-from managed_os.app import Ctx, scope
-from managed_os.errors import NotFound
 
 from declarations import service
 from declarations.schemas import Blueprint, BlueprintIn, LibraryItem, LibraryItemIn, PolicyRevision
+from managed_os.app import Ctx, scope
+from managed_os.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["declarations"])
 READ = scope("declarations:read")

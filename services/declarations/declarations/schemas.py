@@ -6,8 +6,9 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from managed_os.versions import VersionError, parse_version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from managed_os.versions import VersionError, parse_version
 
 WITHIN = Literal["1d", "2d", "1w", "2w", "3w", "1mo", "2mo", "3mo"]
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")

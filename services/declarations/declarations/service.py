@@ -5,10 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from managed_os.errors import Conflict, InvalidInput, NotFound
-from managed_os.events import PolicyPublished, ReleaseData, to_event
-from managed_os.versions import parse_version
-
 from declarations.compiler import compile_blueprint, policy_token
 from declarations.repository import DeclarationsUnitOfWork
 from declarations.schemas import (
@@ -20,6 +16,9 @@ from declarations.schemas import (
     PolicyRevision,
     Specific,
 )
+from managed_os.errors import Conflict, InvalidInput, NotFound
+from managed_os.events import PolicyPublished, ReleaseData, to_event
+from managed_os.versions import parse_version
 
 SOURCE = "/managed-os/declarations"
 

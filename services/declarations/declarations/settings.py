@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from managed_os.settings import ServiceSettings
 from pydantic_settings import SettingsConfigDict
+
+from managed_os.settings import ServiceSettings
 
 
 class DeclarationsSettings(ServiceSettings):

@@ -7,13 +7,13 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
-from managed_os import ddm
-from managed_os.app import Ctx
-from managed_os.errors import MalformedRequest, NotFound, Unauthorized
 
 from device_channel import hmac, service
 from device_channel.repository import DeviceChannelUnitOfWork
 from device_channel.settings import DeviceChannelSettings
+from managed_os import ddm
+from managed_os.app import Ctx
+from managed_os.errors import MalformedRequest, NotFound, Unauthorized
 
 router = APIRouter(tags=["ddm"])
 EnrollmentId = Annotated[str, Header(alias="X-Enrollment-ID", min_length=1, max_length=200)]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from managed_os.cloudevents import CloudEvent
-from managed_os.events import TOPIC_DEVICES, TOPIC_POLICIES, PolicyPublished, from_event
-from managed_os.policy import Policy
-from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
-
 from device_channel import models, service
 from device_channel.ddm_router import router as ddm_router
 from device_channel.repository import DeviceChannelUnitOfWork
 from device_channel.router import router
 from device_channel.settings import DeviceChannelSettings
+from managed_os.cloudevents import CloudEvent
+from managed_os.events import TOPIC_DEVICES, TOPIC_POLICIES, PolicyPublished, from_event
+from managed_os.policy import Policy
+from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
 
 
 def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:

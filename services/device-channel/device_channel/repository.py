@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from managed_os.policy import Candidate, DeviceFacts, Policy
-from managed_os.uow import SqlUnitOfWork
 from pydantic import BaseModel
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from device_channel.models import devices, policies
+from managed_os.policy import Candidate, DeviceFacts, Policy
+from managed_os.uow import SqlUnitOfWork
 
 
 class Device(BaseModel):

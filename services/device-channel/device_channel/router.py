@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from managed_os.app import Ctx, scope
 from pydantic import BaseModel, ConfigDict, Field
 
 from device_channel import service
 from device_channel.repository import Device
+from managed_os.app import Ctx, scope
 
 router = APIRouter(prefix="/v1", tags=["devices"])
 READ = scope("device-channel:read")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from device_channel.manifest import Manifest, build_manifest
+from device_channel.repository import Device, DeviceChannelUnitOfWork
 from managed_os import ddm
 from managed_os.errors import MalformedRequest, NotFound
 from managed_os.events import (
@@ -14,9 +16,6 @@ from managed_os.events import (
     to_event,
 )
 from managed_os.policy import DeviceFacts, Policy
-
-from device_channel.manifest import Manifest, build_manifest
-from device_channel.repository import Device, DeviceChannelUnitOfWork
 
 SOURCE = "/managed-os/device-channel"
 

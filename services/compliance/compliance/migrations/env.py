@@ -1,5 +1,4 @@
-from managed_os.migrations import run_env
-
 from compliance.models import metadata
+from managed_os.migrations import run_env
 
 run_env(metadata)

@@ -1,5 +1,4 @@
-from managed_os.migrations import run_env
-
 from declarations.models import metadata
+from managed_os.migrations import run_env
 
 run_env(metadata)

@@ -7,10 +7,11 @@ Create Date: 2026-11-29 11:04:26.256235
 
 from collections.abc import Sequence
 
-import managed_os.db
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import managed_os.db
 
 revision: str = "611791865199"
 down_revision: str | None = None

@@ -7,10 +7,11 @@ Create Date: 2026-11-29 11:04:27.447854
 
 from collections.abc import Sequence
 
-import managed_os.db
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import managed_os.db
 
 revision: str = "8f03a9939e7b"
 down_revision: str | None = None

@@ -12,10 +12,11 @@ import tempfile
 from pathlib import Path
 
 from alembic import command
+from sqlalchemy.engine import Connection
+
 from managed_os.db import make_engine
 from managed_os.migrations import alembic_config, upgrade
 from managed_os.suite import load_spec
-from sqlalchemy.engine import Connection
 
 
 async def main(service: str, message: str) -> None:

@@ -20,8 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from managed_os import auth
 from managed_os.bus.inprocess import InProcessBus
 from managed_os.bus.kafka import KafkaBus
-from managed_os.bus.protocol import EventBus
+from managed_os.bus.protocol import EventBus, EventHandler
 from managed_os.clock import Clock, SystemClock
+from managed_os.cloudevents import CloudEvent, EnvelopeError
 from managed_os.db import make_engine
 from managed_os.errors import DomainError, Unauthorized, error_body, status_for
 from managed_os.http import BodyLimit, RequestMetrics
@@ -77,8 +78,8 @@ def create_app(
         )
         ctx.relay.start()
         for consumer in spec.consumers(ctx):
-            handler = idempotent(f"{spec.name}.{consumer.group}", ctx.uow, consumer.apply)
             group = f"{spec.name}.{consumer.group}"
+            handler = skip_unreadable(idempotent(group, ctx.uow, consumer.apply), group)
             ctx.subscriptions.append(await the_bus.subscribe(consumer.topics, group, handler))
         if spec.on_start is not None:
             await spec.on_start(ctx)
@@ -107,6 +108,19 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, service=spec.name, registry=metrics.registry)
     return app
+
+
+def skip_unreadable(handler: EventHandler, group: str) -> EventHandler:
+    """An event that breaks its contract can never succeed: log it and move on rather than
+    wedge the partition (its transaction rolled back, so nothing of it was applied)."""
+
+    async def handle(event: CloudEvent) -> None:
+        try:
+            await handler(event)
+        except EnvelopeError as exc:
+            log.error("skipping unreadable event", extra={"group": group, "error": str(exc)})
+
+    return handle
 
 
 def _install_error_handlers(app: FastAPI) -> None:

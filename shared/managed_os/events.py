@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from managed_os.cloudevents import CloudEvent
+from managed_os.cloudevents import CloudEvent, EnvelopeError
 from managed_os.policy import Candidate, DeviceFacts, ExpectedEnforcement
 
 TOPIC_RELEASES = "managed-os.catalog.releases.v1"
@@ -138,6 +138,12 @@ def to_event(payload: EventPayload, *, source: str, subject: str, time: datetime
 
 
 def from_event(event: CloudEvent) -> EventPayload | None:
-    """The typed payload, or None for a type this version does not know (skip it)."""
+    """The typed payload, or None for a type this version does not know (skip it). A known
+    type whose data breaks its contract raises `EnvelopeError`."""
     cls = PAYLOADS.get(event.type)
-    return cls.model_validate(event.data) if cls is not None else None
+    if cls is None:
+        return None
+    try:
+        return cls.model_validate(event.data)
+    except ValidationError as exc:
+        raise EnvelopeError(f"{event.type} event {event.id} has invalid data: {exc}") from exc

@@ -79,3 +79,29 @@ def test_tokens_signed_with_another_key_or_without_a_configured_secret_are_refus
         auth.verify_token("t" * 32, token)
     with pytest.raises(Unauthorized):
         auth.verify_token("", token)
+
+
+def test_a_known_event_type_with_broken_data_is_an_envelope_error():
+    broken = CloudEvent(type=ReleasePublished.TYPE, source="/x", subject="k", data={"release": 1})
+    with pytest.raises(EnvelopeError, match="invalid data"):
+        from_event(broken)
+
+
+async def test_a_consumer_skips_an_unreadable_event_instead_of_retrying_it_forever():
+    from managed_os.app import skip_unreadable
+
+    seen: list[str] = []
+
+    async def handler(ev: CloudEvent) -> None:
+        seen.append(ev.id)
+        from_event(ev)
+
+    wrapped = skip_unreadable(handler, "g")
+    await wrapped(CloudEvent(type=ReleasePublished.TYPE, source="/x", subject="k", data={}))
+    assert len(seen) == 1
+    with pytest.raises(RuntimeError):
+        await skip_unreadable(_boom, "g")(sample())
+
+
+async def _boom(_ev: CloudEvent) -> None:
+    raise RuntimeError("transient failures still propagate, so the bus redelivers")

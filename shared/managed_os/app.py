@@ -56,6 +56,7 @@ def create_app(
 ) -> FastAPI:
     """Build the FastAPI app of one service. A `bus` passed in is shared and not owned:
     the caller starts and stops it (the embedded `managed-os run`)."""
+    settings.check_serving()
     owns_bus = bus is None
     the_bus = bus if bus is not None else build_bus(settings, spec)
     metrics = Metrics.create(spec.name)
@@ -76,7 +77,8 @@ def create_app(
             on_published=metrics.outbox_published.inc,
             on_backlog=metrics.outbox_backlog.set,
         )
-        ctx.relay.start()
+        if spec.publishes:
+            ctx.relay.start()
         for consumer in spec.consumers(ctx):
             group = f"{spec.name}.{consumer.group}"
             handler = skip_unreadable(idempotent(group, ctx.uow, consumer.apply), group)
@@ -105,6 +107,8 @@ def create_app(
     _install_probes(app, spec, metrics)
     for router in spec.routers:
         app.include_router(router)
+    if spec.configure is not None:
+        spec.configure(app, settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, service=spec.name, registry=metrics.registry)
     return app

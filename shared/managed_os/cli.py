@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from managed_os import auth
 from managed_os.logs import configure_logging
+from managed_os.settings import ConfigurationError
 from managed_os.suite import SPECS, embedded_settings, load_spec, running_suite
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             return asyncio.run(_migrate(args.services or list(SPECS)))
         return _token(args.scope, args.all, args.subject)
-    except ValidationError as exc:
+    except (ValidationError, ConfigurationError) as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2
 

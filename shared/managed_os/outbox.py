@@ -32,7 +32,7 @@ class OutboxRecord:
 
 
 class OutboxStore(Protocol):
-    """Contract (tests/integration/test_outbox_contract.py runs it on every backend):
+    """Contract (tests/integration/test_storage_contract.py runs it on every backend):
 
     - `add` stores an event inside the caller's transaction; it becomes visible to
       `pending` only once that transaction commits, and vanishes if it rolls back.
@@ -191,7 +191,8 @@ class OutboxRelay:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,6 +42,8 @@ class ServiceSpec:
     consumers: Callable[[ServiceContext], Sequence[ConsumerSpec]] = lambda _ctx: ()
     on_start: Callable[[ServiceContext], Awaitable[None]] | None = None
     on_stop: Callable[[ServiceContext], Awaitable[None]] | None = None
+    # Service-specific app setup (extra middleware), run once when the app is built.
+    configure: Callable[[FastAPI, ServiceSettings], None] | None = None
     description: str = ""
 
 

@@ -10,6 +10,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class ConfigurationError(ValueError):
+    """Settings that are valid on their own but not enough to serve traffic."""
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service shares; subclasses add their own and set `env_prefix`."""
 
@@ -37,6 +41,10 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
     outbox_poll_interval: float = Field(0.5, gt=0, description="Seconds between relay polls.")
     log_level: str = Field("INFO", description="Log level.")
+
+    def check_serving(self) -> None:
+        """Raise `ConfigurationError` if these settings cannot serve traffic (checked when an
+        app is built, not for `migrate`, which needs only the database)."""
 
     @field_validator("auth_secret")
     @classmethod

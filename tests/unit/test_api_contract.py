@@ -127,11 +127,13 @@ def test_settings_refuse_a_weak_auth_secret_and_an_unknown_database_scheme():
         CatalogSettings(database_url="mysql://x")
 
 
-def test_the_device_channel_refuses_to_start_unsigned_outside_the_embedded_mode():
-    from pydantic import ValidationError
-
+def test_the_device_channel_refuses_to_serve_unsigned_outside_the_embedded_mode():
+    from device_channel.main import SPEC
     from device_channel.settings import DeviceChannelSettings
+    from managed_os.app import create_app
+    from managed_os.settings import ConfigurationError
 
-    with pytest.raises(ValidationError, match="HMAC_KEY is required"):
-        DeviceChannelSettings()
-    assert DeviceChannelSettings(allow_unsigned=True).allow_unsigned
+    with pytest.raises(ConfigurationError, match="HMAC_KEY is required"):
+        create_app(SPEC, DeviceChannelSettings())
+    assert create_app(SPEC, DeviceChannelSettings(allow_unsigned=True)) is not None
+    assert create_app(SPEC, DeviceChannelSettings(hmac_key="k")) is not None

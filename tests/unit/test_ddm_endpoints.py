@@ -181,3 +181,33 @@ def test_the_user_channel_gets_an_empty_manifest(client):
     assert device["Declarations"]["Activations"]
     assert user["Declarations"]["Configurations"] == []
     assert user["Declarations"]["Activations"] == []
+
+
+def test_error_responses_on_device_paths_are_signed_too(client):
+    missing = client.get("/ddm/declaration/configuration/nope", headers=headers())
+    assert missing.status_code == 404
+    assert missing.headers["x-hmac-signature"] == sign(missing.content)
+
+
+def test_registering_a_device_returns_its_current_token_and_keeps_unsent_fields(client):
+    w = bearer("device-channel:write")
+    _install_policy(client, "bp-9")
+    first = client.post(
+        "/v1/devices", json={"enrollment_id": "MAC-9", "blueprint_id": "bp-9"}, headers=w
+    ).json()
+    tokens = client.get("/ddm/tokens", headers=headers(eid="MAC-9")).json()
+    assert first["declarations_token"] == tokens["SyncTokens"]["DeclarationsToken"]
+    again = client.post(
+        "/v1/devices", json={"enrollment_id": "MAC-9", "serial_number": "C02X"}, headers=w
+    ).json()
+    assert again["blueprint_id"] == "bp-9" and again["serial_number"] == "C02X"
+
+
+def test_the_tokens_timestamp_moves_only_when_the_token_does(client):
+    body = report()
+    client.put("/ddm/status", content=body, headers=headers(body))
+    first = client.get("/ddm/tokens", headers=headers()).json()["SyncTokens"]
+    body = report(softwareupdate={"install-state": "downloading"})
+    client.put("/ddm/status", content=body, headers=headers(body))
+    second = client.get("/ddm/tokens", headers=headers()).json()["SyncTokens"]
+    assert second == first

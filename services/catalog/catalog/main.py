@@ -22,10 +22,12 @@ async def _sync_loop(ctx: ServiceContext) -> None:
     first = True
     while True:
         if not first or settings.sync_on_start:
-            with contextlib.suppress(Exception):
+            try:
                 await sync_gdmf(
                     ctx.uow(), settings.gdmf_url, ctx.clock.now(), settings.fetch_timeout_seconds
                 )
+            except Exception:  # a feed failure is recorded by sync_gdmf; this is e.g. the DB
+                log.exception("scheduled catalog sync failed")
         first = False
         await asyncio.sleep(settings.sync_interval_seconds)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from catalog.service import latest_for_major, sort_key, sync_gdmf
+from catalog.service import latest_for_major, sort_key, sync_gdmf, with_expiry
 from catalog.settings import CatalogSettings
 from managed_os.app import Ctx, scope
 from managed_os.errors import NotFound
@@ -51,6 +51,8 @@ async def list_releases(
         if (kind is None or r.kind == kind)
         and (device_id is None or device_id in r.supported_devices)
     ]
+    today = ctx.clock.now().date()
+    rels = [with_expiry(r, today) for r in rels]
     rels.sort(key=sort_key, reverse=True)
     return ReleasePage(
         items=rels[offset : offset + limit], total=len(rels), limit=limit, offset=offset
@@ -63,14 +65,20 @@ async def get_release(ctx: Ctx, build: str) -> ReleaseData:
         matches = [r for r in await uow.releases.all() if r.build == build]
     if not matches:
         raise NotFound(f"no release with build {build!r}")
-    return max(matches, key=sort_key)
+    return with_expiry(max(matches, key=sort_key), ctx.clock.now().date())
 
 
 @router.get("/majors/{major}/latest", dependencies=[READ], response_model=MajorLatest)
 async def major_latest(ctx: Ctx, major: int) -> MajorLatest:
     async with ctx.uow() as uow:
         latest, bsi = await latest_for_major(uow, major)
-    return MajorLatest(major=major, name=major_name(major), latest=latest, bsi=bsi)
+    today = ctx.clock.now().date()
+    return MajorLatest(
+        major=major,
+        name=major_name(major),
+        latest=with_expiry(latest, today),
+        bsi=with_expiry(bsi, today) if bsi else None,
+    )
 
 
 @router.post("/sync", dependencies=[WRITE])

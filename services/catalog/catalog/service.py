@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
@@ -103,6 +103,12 @@ async def apply_releases(
         )
         result.updated.append(rel.build)
     return result
+
+
+def with_expiry(rel: ReleaseData, today: date) -> ReleaseData:
+    """`expired` is judged at read time: Apple's signing window closes on `expiration_date`."""
+    expired = rel.expiration_date is not None and rel.expiration_date < today
+    return rel if rel.expired == expired else rel.model_copy(update={"expired": expired})
 
 
 def sort_key(rel: ReleaseData) -> tuple[object, str]:

@@ -29,13 +29,10 @@ async def _verified_body(ctx: Ctx, request: Request) -> bytes:
     return body
 
 
-def _reply(ctx: Ctx, content: Any | None) -> Response:
+def _reply(content: Any | None) -> Response:
+    """Apple's shapes: compact JSON, or an empty body (signed by `hmac.SignResponses`)."""
     body = b"" if content is None else json.dumps(content, separators=(",", ":")).encode()
-    settings: DeviceChannelSettings = ctx.settings  # type: ignore[assignment]
-    key = settings.hmac_key.get_secret_value().encode()
-    headers = {hmac.HEADER: hmac.sign(key, body)} if key else {}
-    media = "application/json" if content is not None else None
-    return Response(body, 200, headers=headers, media_type=media)
+    return Response(body, 200, media_type="application/json" if content is not None else None)
 
 
 async def _handle(
@@ -50,14 +47,14 @@ async def _handle(
     if endpoint.kind is ddm.EndpointKind.STATUS:
         await service.ingest_status(uow, enrollment_id, data or b"", now)
         await uow.commit()
-        return _reply(ctx, None)
+        return _reply(None)
     device = await service.device_for_sync(uow, enrollment_id, now)
     await uow.commit()
     manifest = await service.manifest_for(uow, device, user_channel)
     if endpoint.kind is ddm.EndpointKind.TOKENS:
-        return _reply(ctx, ddm.TokensResponse(manifest.token, device.updated_at).to_json())
+        return _reply(ddm.TokensResponse(manifest.token, device.manifest_changed_at).to_json())
     if endpoint.kind is ddm.EndpointKind.DECLARATION_ITEMS:
-        return _reply(ctx, manifest.items_response())
+        return _reply(manifest.items_response())
     assert endpoint.category is not None and endpoint.identifier is not None
     decl = manifest.find(endpoint.category, endpoint.identifier)
     if decl is None:
@@ -65,7 +62,7 @@ async def _handle(
             f"declaration {endpoint.category}/{endpoint.identifier} "
             "is not in this device's manifest"
         )
-    return _reply(ctx, decl.to_json())
+    return _reply(decl.to_json())
 
 
 def _user(enrollment_type: str | None) -> bool:

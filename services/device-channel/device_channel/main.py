@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
+from fastapi import FastAPI
+
 from device_channel import models, service
 from device_channel.ddm_router import router as ddm_router
+from device_channel.hmac import SignResponses
 from device_channel.repository import DeviceChannelUnitOfWork
 from device_channel.router import router
 from device_channel.settings import DeviceChannelSettings
@@ -11,6 +16,7 @@ from managed_os.cloudevents import CloudEvent
 from managed_os.events import TOPIC_DEVICES, TOPIC_POLICIES, PolicyPublished, from_event
 from managed_os.policy import Policy
 from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
+from managed_os.settings import ServiceSettings
 
 
 def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
@@ -28,6 +34,12 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
     return [ConsumerSpec(group="policies", topics=[TOPIC_POLICIES], apply=on_policy)]
 
 
+def configure(app: FastAPI, settings: ServiceSettings) -> None:
+    key = cast(DeviceChannelSettings, settings).hmac_key.get_secret_value().encode()
+    if key:
+        app.add_middleware(SignResponses, key=key)
+
+
 SPEC = ServiceSpec(
     name="device-channel",
     title="Managed OS — device channel",
@@ -41,4 +53,5 @@ SPEC = ServiceSpec(
     routers=[router, ddm_router],
     publishes=[TOPIC_DEVICES],
     consumers=consumers,
+    configure=configure,
 )

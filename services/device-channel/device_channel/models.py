@@ -18,6 +18,7 @@ devices = Table(
     Column("facts", JsonDoc, nullable=False),
     Column("status", JsonDoc, nullable=False),
     Column("declarations_token", String(64), nullable=False),
+    Column("manifest_changed_at", UtcDateTime, nullable=False),
     Column("last_report_at", UtcDateTime),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),

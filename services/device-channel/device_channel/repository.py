@@ -21,6 +21,7 @@ class Device(BaseModel):
     facts: DeviceFacts
     status: dict[str, Any]
     declarations_token: str
+    manifest_changed_at: datetime
     last_report_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
@@ -30,6 +31,7 @@ def _values(device: Device) -> dict[str, Any]:
     data = device.model_dump(mode="json")
     data.update(
         last_report_at=device.last_report_at,
+        manifest_changed_at=device.manifest_changed_at,
         created_at=device.created_at,
         updated_at=device.updated_at,
     )

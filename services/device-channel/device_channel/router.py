@@ -31,9 +31,8 @@ class DeviceOut(BaseModel):
 @router.post("/devices", dependencies=[WRITE], status_code=status.HTTP_201_CREATED)
 async def register_device(ctx: Ctx, body: DeviceIn) -> Device:
     async with ctx.uow() as uow:
-        device = await service.register(
-            uow, body.enrollment_id, body.blueprint_id, body.serial_number, ctx.clock.now()
-        )
+        changes = body.model_dump(include=body.model_fields_set - {"enrollment_id"})
+        device = await service.register(uow, body.enrollment_id, changes, ctx.clock.now())
         await uow.commit()
     return device
 

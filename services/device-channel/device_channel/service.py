@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from device_channel.manifest import Manifest, build_manifest
 from device_channel.repository import Device, DeviceChannelUnitOfWork
@@ -73,6 +74,7 @@ async def device_for_sync(
             facts=DeviceFacts(enrollment_id=enrollment_id),
             status={},
             declarations_token=build_manifest(None, DeviceFacts(enrollment_id=enrollment_id)).token,
+            manifest_changed_at=now,
             created_at=now,
             updated_at=now,
         )
@@ -89,21 +91,13 @@ async def manifest_for(
 
 
 async def register(
-    uow: DeviceChannelUnitOfWork,
-    enrollment_id: str,
-    blueprint_id: str | None,
-    serial_number: str | None,
-    now: datetime,
+    uow: DeviceChannelUnitOfWork, enrollment_id: str, changes: dict[str, Any], now: datetime
 ) -> Device:
+    """Create or update a device record; only the fields in `changes` are touched
+    (`blueprint_id: None` unassigns the device)."""
     device = await device_for_sync(uow, enrollment_id, now)
-    device = device.model_copy(
-        update={
-            "blueprint_id": blueprint_id,
-            "serial_number": serial_number or device.serial_number,
-            "updated_at": now,
-        }
-    )
-    await _refresh(uow, device, now)
+    device = device.model_copy(update={**changes, "updated_at": now})
+    device, _ = await _refresh(uow, device, now)
     return device
 
 
@@ -126,7 +120,7 @@ async def ingest_status(
             "updated_at": now,
         }
     )
-    manifest = await _refresh(uow, device, now)
+    device, manifest = await _refresh(uow, device, now)
     payload = DeviceStatusReported(
         enrollment_id=enrollment_id,
         blueprint_id=device.blueprint_id,
@@ -150,11 +144,16 @@ def _validate(report: ddm.StatusReport) -> None:
     declaration_states(report)
 
 
-async def _refresh(uow: DeviceChannelUnitOfWork, device: Device, now: datetime) -> Manifest:
+async def _refresh(
+    uow: DeviceChannelUnitOfWork, device: Device, now: datetime
+) -> tuple[Device, Manifest]:
     """Save the device; if its manifest token moved, record it and emit DeviceManifestChanged."""
     manifest = await manifest_for(uow, device)
     changed = manifest.token != device.declarations_token
-    device = device.model_copy(update={"declarations_token": manifest.token})
+    if changed:
+        device = device.model_copy(
+            update={"declarations_token": manifest.token, "manifest_changed_at": now}
+        )
     await uow.devices.save(device)
     if changed:
         payload = DeviceManifestChanged(
@@ -168,7 +167,7 @@ async def _refresh(uow: DeviceChannelUnitOfWork, device: Device, now: datetime) 
         await uow.outbox.add(
             payload.TOPIC, to_event(payload, source=SOURCE, subject=device.enrollment_id, time=now)
         )
-    return manifest
+    return device, manifest
 
 
 async def on_policy(uow: DeviceChannelUnitOfWork, policy: Policy, now: datetime) -> None:

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from managed_os.settings import ServiceSettings
+from managed_os.settings import ConfigurationError, ServiceSettings
 
 
 class DeviceChannelSettings(ServiceSettings):
@@ -20,11 +20,9 @@ class DeviceChannelSettings(ServiceSettings):
         False, description="Accept DDM requests without an HMAC key configured (embedded only)."
     )
 
-    @model_validator(mode="after")
-    def _hmac_required(self) -> DeviceChannelSettings:
+    def check_serving(self) -> None:
         if not self.hmac_key.get_secret_value() and not self.allow_unsigned:
-            raise ValueError(
+            raise ConfigurationError(
                 "MOS_DEVICE_CHANNEL_HMAC_KEY is required (or set MOS_DEVICE_CHANNEL_ALLOW_UNSIGNED"
                 "=true for a local embedded run)"
             )
-        return self

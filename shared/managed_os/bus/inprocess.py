@@ -2,8 +2,9 @@
 
 Each topic is an append-only list; each (group, topic) has its own committed offset, so
 groups replay from the start and a failing handler sees the event again, as on Kafka.
-The log lives in memory: the embedded mode relies on the outbox (which is durable) to
-re-publish anything not yet acknowledged when the process restarts.
+The log lives in memory. The outbox keeps an event until the bus has accepted it, so a crash
+before that loses nothing; but an event accepted here and not yet handled by a consumer is
+lost if the process dies. That is the embedded mode's trade-off: production uses Kafka.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class InProcessBus:
     def __init__(self, retry_delay: float = 0.2) -> None:
         self._log: dict[str, list[CloudEvent]] = defaultdict(list)
         self._offsets: dict[tuple[str, str], int] = defaultdict(int)
-        self._changed = asyncio.Condition()
         self._subs: list[_InProcessSubscription] = []
         self._retry_delay = retry_delay
         self.running = False
@@ -44,8 +44,8 @@ class InProcessBus:
         if not self.running:
             raise ConnectionError("in-process bus is not running")
         self._log[topic].append(event)
-        async with self._changed:
-            self._changed.notify_all()
+        for sub in self._subs:
+            sub.wakeup.set()
 
     async def subscribe(
         self, topics: Sequence[str], group: str, handler: EventHandler
@@ -65,16 +65,18 @@ class _InProcessSubscription:
     ) -> None:
         self.bus, self.topics, self.group, self.handler = bus, topics, group, handler
         self.task: asyncio.Task[None] | None = None
+        self.wakeup = asyncio.Event()
 
     async def run(self) -> None:
         while True:
+            self.wakeup.clear()
             progressed = False
             for topic in self.topics:
                 progressed |= await self._drain(topic)
             if not progressed:
-                async with self.bus._changed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.bus._changed.wait(), timeout=1.0)
+                # A plain Event.wait: asyncio.wait_for around a Condition can swallow the
+                # cancellation that `stop` sends (Python 3.11), leaving stop waiting forever.
+                await self.wakeup.wait()
 
     async def _drain(self, topic: str) -> bool:
         key = (self.group, topic)

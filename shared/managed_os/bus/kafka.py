@@ -163,8 +163,7 @@ class _KafkaSubscription:
         """Let the in-flight event finish, commit, leave the group."""
         self._stopping = True
         if self.task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self.task), timeout=5)
+            await asyncio.wait({self.task}, timeout=5)
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task

@@ -37,6 +37,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("declarations_token", sa.String(length=64), nullable=False),
+        sa.Column("manifest_changed_at", managed_os.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("last_report_at", managed_os.db.UtcDateTime(timezone=True), nullable=True),
         sa.Column("created_at", managed_os.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", managed_os.db.UtcDateTime(timezone=True), nullable=False),

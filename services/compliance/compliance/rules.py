@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel
 
@@ -26,16 +26,7 @@ State = Literal[
     "unknown",
     "not_managed",
 ]
-STATES: tuple[State, ...] = (
-    "up_to_date",
-    "pending",
-    "in_progress",
-    "overdue",
-    "failed",
-    "incompatible",
-    "unknown",
-    "not_managed",
-)
+STATES: tuple[State, ...] = get_args(State)
 # Without a known time zone, judge in the last zone to reach the deadline (UTC−12) and
 # allow Apple's one-hour past-due grace.
 LATEST_OFFSET = timedelta(hours=12)

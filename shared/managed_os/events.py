@@ -28,20 +28,32 @@ class EventPayload(BaseModel):
 
 
 class ReleaseData(BaseModel):
-    """One macOS release (an OS update or a BSI), as the catalog knows it."""
+    """One macOS release (an OS update or a BSI), as the catalog knows it.
+
+    `build` is None for a release known only by version (SOFA lists old releases without
+    builds). `supported_devices` are board ids; `devices_known` is False when no source gave a
+    device list for this release (it then supports what its major supports, never "every
+    device"). `release_date` is the earliest date any trusted list gave; `expired` is judged
+    by the reader against its clock. `cves` is Apple's count of CVEs the release fixes.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     version: str
     extra: str | None = None
-    build: str
+    build: str | None
     prerequisite_build: str | None = None
     kind: Literal["major", "update", "bsi"]
     major: int
+    major_name: str | None = None
     release_date: date | None = None
     expiration_date: date | None = None
     expired: bool = False
     supported_devices: list[str] = Field(default_factory=list)
+    devices_known: bool = False
+    cves: int | None = None
+    exploited_cves: list[str] = Field(default_factory=list)
+    security_info: str | None = None
     sources: list[str] = Field(default_factory=list)
     first_seen: datetime | None = None
 

@@ -122,19 +122,23 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
             configs = manifest["Declarations"]["Configurations"]
             return [c["Identifier"] for c in configs if c["Identifier"].endswith(".minimum")]
 
-        items = (
-            await eventually(
-                lambda: mac.get("declaration-items"),
-                lambda r: r.status_code == 200 and enforcement_ids(r.json()),
-            )
-        ).json()
+        async def enforcement() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            listing = await mac.get("declaration-items")
+            ids = enforcement_ids(listing.json()) if listing.status_code == 200 else []
+            if len(ids) != 1:
+                return None
+            decl = await mac.get(f"declaration/configuration/{ids[0]}")
+            return (listing.json(), decl.json()) if decl.status_code == 200 else None
+
+        # The policy converges as the declarations service consumes the catalog's releases:
+        # wait until it targets the newest one.
+        items, body = await eventually(
+            enforcement,
+            lambda got: got is not None and got[1]["Payload"]["TargetOSVersion"] == "26.6.2",
+        )
         tokens = (await mac.get("tokens")).json()["SyncTokens"]
         assert items["DeclarationsToken"] == tokens["DeclarationsToken"]
-        assert len(enforcement_ids(items)) == 1
         enforcement_id = enforcement_ids(items)[0]
-        decl = await mac.get(f"declaration/configuration/{enforcement_id}")
-        assert decl.status_code == 200
-        body = decl.json()
         assert body["Type"] == "com.apple.configuration.softwareupdate.enforcement.specific"
         assert body["Payload"] == {
             "TargetOSVersion": "26.6.2",

@@ -80,7 +80,7 @@ def test_unusable_feed_bodies_raise_a_feed_error(body):
         parse_gdmf(body)
 
 
-def test_a_failed_sync_changes_no_release_and_records_the_reason(tmp_path):
+def test_the_sync_api_reports_per_source_and_a_failure_leaves_releases_alone(tmp_path):
     from tests.support.apps import bearer, service_client
 
     good = tmp_path / "good.json"
@@ -88,24 +88,29 @@ def test_a_failed_sync_changes_no_release_and_records_the_reason(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_bytes(b"<html>oops</html>")
     headers = bearer("catalog:write")
-    with service_client("catalog", tmp_path, gdmf_url=good.as_uri()) as client:
-        first = client.post("/v1/sync", headers=headers).json()
-        assert first["ok"] and len(first["published"]) > 10
-        again = client.post("/v1/sync", headers=headers).json()
-        assert again["ok"] and again["published"] == [] and again["updated"] == []
+    over = {"sofa_url": ""}
+    with service_client("catalog", tmp_path, gdmf_url=good.as_uri(), **over) as client:
+        (first,) = client.post("/v1/sync?source=gdmf", headers=headers).json()["results"]
+        assert first["ok"] and len(first["published"]) == 17
+        (again,) = client.post("/v1/sync?source=gdmf", headers=headers).json()["results"]
+        assert again["ok"] and not again["changed"]
         before = client.get("/v1/releases?limit=500", headers=headers).json()
-    with service_client("catalog", tmp_path, gdmf_url=bad.as_uri()) as client:
-        failed = client.post("/v1/sync", headers=headers).json()
+    with service_client("catalog", tmp_path, gdmf_url=bad.as_uri(), **over) as client:
+        (failed,) = client.post("/v1/sync?source=gdmf", headers=headers).json()["results"]
         after = client.get("/v1/releases?limit=500", headers=headers).json()
         sources = client.get("/v1/sources", headers=headers).json()["items"]
     assert failed["ok"] is False and "not JSON" in failed["error"]
     assert after == before
-    assert sources[0]["ok"] is False and "not JSON" in sources[0]["last_error"]
-    assert sources[0]["last_success"] is not None
+    (gdmf,) = [s for s in sources if s["name"] == "gdmf"]
+    assert gdmf["ok"] is False and "not JSON" in gdmf["last_error"]
+    assert gdmf["last_success"] is not None and gdmf["releases_listed"] == 17
 
 
 def test_the_bundled_snapshot_is_the_real_august_2026_feed():
     from importlib import resources
 
-    bundled = resources.files("catalog.data").joinpath("gdmf_snapshot.json").read_bytes()
+    data = resources.files("catalog.data")
+    bundled = data.joinpath("gdmf_snapshot.json").read_bytes()
     assert json.loads(bundled) == json.loads(load("gdmf_pmv_2026-08-22_sofa_cache.json"))
+    sofa = data.joinpath("sofa_v2_snapshot.json").read_bytes()
+    assert json.loads(sofa) == json.loads(load("sofa_v2_macos_data_feed.json"))

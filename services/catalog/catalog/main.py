@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import cast
 
 from catalog import models
 from catalog.repository import CatalogUnitOfWork
 from catalog.router import router
-from catalog.service import sync_gdmf
+from catalog.service import fetcher_for, run_due_syncs
 from catalog.settings import CatalogSettings
 from managed_os.events import TOPIC_RELEASES
 from managed_os.service import ServiceContext, ServiceSpec
@@ -17,23 +18,22 @@ from managed_os.service import ServiceContext, ServiceSpec
 log = logging.getLogger(__name__)
 
 
-async def _sync_loop(ctx: ServiceContext) -> None:
-    settings: CatalogSettings = ctx.settings  # type: ignore[assignment]
-    first = True
+async def _scheduler(ctx: ServiceContext) -> None:
+    """Every tick, sync the sources that are due. The due time lives in the database and is
+    claimed atomically, so with several replicas each scheduled sync runs once."""
+    settings = cast(CatalogSettings, ctx.settings)
+    fetcher = fetcher_for(settings)
     while True:
-        if not first or settings.sync_on_start:
-            try:
-                await sync_gdmf(
-                    ctx.uow(), settings.gdmf_url, ctx.clock.now(), settings.fetch_timeout_seconds
-                )
-            except Exception:  # a feed failure is recorded by sync_gdmf; this is e.g. the DB
-                log.exception("scheduled catalog sync failed")
-        first = False
-        await asyncio.sleep(settings.sync_interval_seconds)
+        try:
+            await run_due_syncs(ctx.uow, fetcher, settings, ctx.clock.now())
+        except Exception:  # a feed failure is recorded on the source; this is e.g. the DB
+            log.exception("scheduled catalog sync failed")
+        await asyncio.sleep(settings.scheduler_tick_seconds)
 
 
 async def on_start(ctx: ServiceContext) -> None:
-    ctx.extras["sync_task"] = asyncio.create_task(_sync_loop(ctx), name="catalog-sync")
+    if cast(CatalogSettings, ctx.settings).sync_on_start:
+        ctx.extras["sync_task"] = asyncio.create_task(_scheduler(ctx), name="catalog-sync")
 
 
 async def on_stop(ctx: ServiceContext) -> None:

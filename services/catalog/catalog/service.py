@@ -1,32 +1,35 @@
-"""Catalog use cases: sync a feed into the release table, answer release queries."""
+"""Catalog use cases: sync a source, merge every source's last good view into the release
+table, answer release queries. A failed, empty or malformed fetch changes no release."""
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from importlib import resources
-from pathlib import Path
-from urllib.parse import urlparse
+from datetime import date, datetime, timedelta
 
-import httpx
-
-from catalog.feeds import FeedError, merge_release, parse_gdmf
-from catalog.repository import CatalogUnitOfWork
+from catalog.feeds import FeedError, merge_release, merge_sources, parse_gdmf, parse_sofa
+from catalog.feeds.fetch import Fetched, Fetcher
+from catalog.feeds.merge import key_of, release_order
+from catalog.repository import BoardDevice, CatalogUnitOfWork, SourceState
+from catalog.settings import CatalogSettings
 from managed_os.errors import NotFound
 from managed_os.events import ReleaseData, ReleasePublished, ReleaseUpdated, to_event
-from managed_os.versions import parse_version
 
 log = logging.getLogger(__name__)
 SOURCE = "/managed-os/catalog"
+SOURCES = ("gdmf", "sofa")
 COMPARED = (
-    "extra",
     "prerequisite_build",
     "kind",
     "release_date",
     "expiration_date",
     "supported_devices",
+    "devices_known",
+    "cves",
+    "exploited_cves",
+    "security_info",
     "sources",
 )
 
@@ -35,74 +38,158 @@ COMPARED = (
 class SyncResult:
     source: str
     ok: bool
+    changed: bool = False
     error: str | None = None
+    used_url: str | None = None
     published: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: int = 0
 
 
-async def fetch(url: str, timeout: float) -> bytes:
-    """Fetch a feed body: `bundled:` (the shipped snapshot), `file://`, or http(s)."""
-    if url == "bundled:":
-        return resources.files("catalog.data").joinpath("gdmf_snapshot.json").read_bytes()
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return await asyncio.to_thread(Path(parsed.path).read_bytes)
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:
-        response = await client.get(url)
-        response.raise_for_status()
-        return response.content
+def fetcher_for(settings: CatalogSettings) -> Fetcher:
+    return Fetcher(
+        timeout=settings.fetch_timeout_seconds,
+        retries=settings.fetch_retries,
+        backoff_base=settings.fetch_backoff_seconds,
+        backoff_max=settings.fetch_backoff_max_seconds,
+        ca_bundle=settings.ca_bundle or None,
+    )
 
 
-async def sync_gdmf(
-    uow: CatalogUnitOfWork, url: str, now: datetime, timeout: float = 30
+def source_urls(settings: CatalogSettings, name: str) -> list[str]:
+    """The URLs to try for a source, in order (SOFA v2, then its v1 fallback)."""
+    urls = [settings.gdmf_url] if name == "gdmf" else [settings.sofa_url, settings.sofa_v1_url]
+    return [u for u in urls if u]
+
+
+def label(rel: ReleaseData) -> str:
+    text = f"{rel.version} {rel.extra}" if rel.extra else rel.version
+    return f"{text} ({rel.build})" if rel.build else text
+
+
+async def _fetch_and_parse(
+    fetcher: Fetcher, name: str, urls: list[str], state: SourceState | None
+) -> tuple[str, Fetched, list[ReleaseData] | None, list[BoardDevice] | None]:
+    """Try each URL; returns (url used, fetch result, observations or None if unchanged,
+    devices or None). Raises FeedError with every URL's reason when all fail."""
+    reasons: list[str] = []
+    for url in urls:
+        same_url = state is not None and state.used_url == url
+        try:
+            fetched = await fetcher.fetch(
+                url,
+                etag=state.etag if same_url and state else None,
+                last_modified=state.last_modified if same_url and state else None,
+            )
+            if fetched.body is None:
+                return url, fetched, None, None
+            digest = hashlib.sha256(fetched.body).hexdigest()
+            if same_url and state and state.body_sha256 == digest and state.observations:
+                return url, fetched, None, None
+            if name == "gdmf":
+                return url, fetched, parse_gdmf(fetched.body), None
+            feed = parse_sofa(fetched.body)
+            devices = [BoardDevice(**vars(d)) for d in feed.devices]
+            return url, fetched, feed.releases, devices
+        except FeedError as exc:
+            reasons.append(str(exc))
+    raise FeedError("; ".join(reasons) or f"no URL configured for {name}")
+
+
+async def sync_source(
+    uow: CatalogUnitOfWork, fetcher: Fetcher, settings: CatalogSettings, name: str, now: datetime
 ) -> SyncResult:
-    """Fetch, parse and merge. A failed or bad fetch changes no release; it is recorded."""
-    try:
-        fetched = parse_gdmf(await fetch(url, timeout))
-    except (FeedError, OSError, httpx.HTTPError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        async with uow:
-            await uow.sources.record("gdmf", url, now, error)
-            await uow.commit()
-        log.warning("feed sync failed", extra={"source": "gdmf", "error": error})
-        return SyncResult("gdmf", ok=False, error=error)
+    """Fetch one source and, if what it says changed, merge all sources into the catalog."""
+    urls = source_urls(settings, name)
     async with uow:
-        result = await apply_releases(uow, fetched, now)
-        await uow.sources.record("gdmf", url, now, None)
+        state = await uow.sources.get(name)
+    try:
+        url, fetched, observations, devices = await _fetch_and_parse(fetcher, name, urls, state)
+    except FeedError as exc:
+        async with uow:
+            await uow.sources.failed(name, urls[0] if urls else "", now, str(exc))
+            await uow.commit()
+        log.warning("feed sync failed", extra={"source": name, "error": str(exc)})
+        return SyncResult(name, ok=False, error=str(exc))
+    result = SyncResult(name, ok=True, used_url=url)
+    async with uow:
+        if observations is None:
+            await uow.sources.succeeded(name, url, now)
+        else:
+            body = fetched.body or b""
+            await uow.sources.succeeded(
+                name,
+                url,
+                now,
+                used_url=url,
+                etag=fetched.etag,
+                last_modified=fetched.last_modified,
+                body_sha256=hashlib.sha256(body).hexdigest(),
+                observations=observations,
+            )
+            if devices:
+                await uow.devices.upsert_changed(devices)
+            await _reconcile(uow, now, result)
+            result.changed = bool(result.published or result.updated)
         await uow.commit()
     return result
 
 
-async def apply_releases(
-    uow: CatalogUnitOfWork, fetched: list[ReleaseData], now: datetime
-) -> SyncResult:
-    """Merge fetched releases into storage; emit an event for each new or changed one."""
-    result = SyncResult("gdmf", ok=True)
-    known = {(r.version, r.build): r for r in await uow.releases.all()}
-    for rel in fetched:
-        old = known.get((rel.version, rel.build))
+async def _reconcile(uow: CatalogUnitOfWork, now: datetime, result: SyncResult) -> None:
+    """Merge the sources' last good views and apply the difference to the release table."""
+    views = {s.name: s.observations or [] for s in await uow.sources.all()}
+    merged = merge_sources(views.get("gdmf", []), views.get("sofa", []))
+    known = {key_of(r): r for r in await uow.releases.all()}
+    for rel in merged:
+        old = known.get(key_of(rel))
         if old is None:
-            new = rel.model_copy(update={"first_seen": now})
-            await uow.releases.add(new, now)
-            await uow.outbox.add(
-                ReleasePublished.TOPIC,
-                to_event(ReleasePublished(release=new), source=SOURCE, subject=rel.build, time=now),
+            new = rel.model_copy(
+                update={"first_seen": now, "release_date": rel.release_date or now.date()}
             )
-            result.published.append(rel.build)
+            await uow.releases.add(new, now)
+            event = to_event(
+                ReleasePublished(release=new),
+                source=SOURCE,
+                subject=rel.build or label(rel),
+                time=now,
+            )
+            await uow.outbox.add(ReleasePublished.TOPIC, event)
+            result.published.append(label(rel))
             continue
-        merged = merge_release(old, rel)
-        changed = [f for f in COMPARED if getattr(merged, f) != getattr(old, f)]
+        updated = merge_release(old, rel)
+        changed = [f for f in COMPARED if getattr(updated, f) != getattr(old, f)]
         if not changed:
             result.unchanged += 1
             continue
-        await uow.releases.replace(merged, now)
-        payload = ReleaseUpdated(release=merged, changed=changed)
-        await uow.outbox.add(
-            ReleaseUpdated.TOPIC, to_event(payload, source=SOURCE, subject=rel.build, time=now)
-        )
-        result.updated.append(rel.build)
-    return result
+        await uow.releases.replace(updated, now)
+        payload = ReleaseUpdated(release=updated, changed=changed)
+        event = to_event(payload, source=SOURCE, subject=rel.build or label(rel), time=now)
+        await uow.outbox.add(ReleaseUpdated.TOPIC, event)
+        result.updated.append(label(rel))
+
+
+async def run_due_syncs(
+    uow_factory: Callable[[], CatalogUnitOfWork],
+    fetcher: Fetcher,
+    settings: CatalogSettings,
+    now: datetime,
+) -> list[SyncResult]:
+    """Sync every source whose schedule is due, claiming it first so one replica syncs it."""
+    results = []
+    intervals = {"gdmf": settings.gdmf_interval_seconds, "sofa": settings.sofa_interval_seconds}
+    for name in SOURCES:
+        urls = source_urls(settings, name)
+        if not urls:
+            continue
+        uow = uow_factory()
+        async with uow:
+            claimed = await uow.sources.claim_due(
+                name, urls[0], now, now + timedelta(seconds=intervals[name])
+            )
+            await uow.commit()
+        if claimed:
+            results.append(await sync_source(uow_factory(), fetcher, settings, name, now))
+    return results
 
 
 def with_expiry(rel: ReleaseData, today: date) -> ReleaseData:
@@ -111,20 +198,24 @@ def with_expiry(rel: ReleaseData, today: date) -> ReleaseData:
     return rel if rel.expired == expired else rel.model_copy(update={"expired": expired})
 
 
-def sort_key(rel: ReleaseData) -> tuple[object, str]:
-    return (parse_version(rel.version, rel.extra), rel.build)
-
-
-async def latest_for_major(
-    uow: CatalogUnitOfWork, major: int
-) -> tuple[ReleaseData, ReleaseData | None]:
-    """The latest OS update of a major and the BSI that applies on top of it, if any."""
-    rels = await uow.releases.by_major(major)
-    updates = sorted((r for r in rels if r.kind != "bsi"), key=sort_key)
+def latest_pair(rels: list[ReleaseData]) -> tuple[ReleaseData, ReleaseData | None]:
+    """The latest OS update among `rels` and the newest BSI whose prerequisite is its build."""
+    updates = [r for r in rels if r.kind != "bsi"]
     if not updates:
-        raise NotFound(f"no releases known for macOS {major}")
-    latest = updates[-1]
+        raise NotFound("no releases known for that major")
+    newest = max(release_order(r)[0] for r in updates)
+    # Of several builds of the newest version, the one most Macs get (device-specific builds
+    # are listed by GET /v1/releases).
+    latest = max(
+        (r for r in updates if release_order(r)[0] == newest),
+        key=lambda r: (r.build is not None, len(r.supported_devices), r.build or ""),
+    )
     bsis = sorted(
-        (r for r in rels if r.kind == "bsi" and r.prerequisite_build == latest.build), key=sort_key
+        (
+            r
+            for r in rels
+            if r.kind == "bsi" and latest.build and r.prerequisite_build == latest.build
+        ),
+        key=release_order,
     )
     return latest, (bsis[-1] if bsis else None)

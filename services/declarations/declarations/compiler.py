@@ -49,7 +49,7 @@ def status_subscriptions_candidate() -> Candidate:
 
 def latest_update(releases: Sequence[ReleaseData], major: int) -> ReleaseData | None:
     updates = [r for r in releases if r.major == major and r.kind != "bsi"]
-    return max(updates, key=lambda r: (parse_version(r.version), r.build), default=None)
+    return max(updates, key=lambda r: (parse_version(r.version), r.build or ""), default=None)
 
 
 def local_deadline(day: date, at: str) -> datetime:

@@ -7,6 +7,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -72,9 +73,11 @@ policy_revisions = Table(
 known_releases = Table(
     "known_releases",
     metadata,
-    Column("version", String(32), primary_key=True),
-    Column("build", String(32), primary_key=True),
+    Column("version", String(32), nullable=False),
+    Column("extra", String(8), nullable=False, server_default=""),  # "" = not a BSI
+    Column("build", String(32), nullable=False),  # "" = build unknown
     Column("major", Integer, nullable=False, index=True),
     Column("release", JsonDoc, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("version", "extra", "build", name="pk_known_releases"),
 )

@@ -142,12 +142,18 @@ class ReleaseView:
         self.conn = conn
 
     async def upsert(self, rel: ReleaseData, now: datetime) -> None:
-        key = (known_releases.c.version == rel.version) & (known_releases.c.build == rel.build)
+        c = known_releases.c
+        key = (
+            (c.version == rel.version)
+            & (c.extra == (rel.extra or ""))
+            & (c.build == (rel.build or ""))
+        )
         await self.conn.execute(delete(known_releases).where(key))
         await self.conn.execute(
             insert(known_releases).values(
                 version=rel.version,
-                build=rel.build,
+                extra=rel.extra or "",
+                build=rel.build or "",
                 major=rel.major,
                 release=rel.model_dump(mode="json"),
                 updated_at=now,

@@ -13,14 +13,18 @@ import json
 from datetime import date
 from typing import Any
 
+from catalog.feeds.errors import FeedError
+from catalog.feeds.merge import merge_into, release_order
 from managed_os.events import ReleaseData
-from managed_os.versions import VersionError, normalize_extra, parse_build, parse_version
+from managed_os.versions import (
+    VersionError,
+    major_name,
+    normalize_extra,
+    parse_build,
+    parse_version,
+)
 
 BSI_KEYS = ("PublicBackgroundSecurityImprovements", "PublicRapidSecurityResponses")
-
-
-class FeedError(ValueError):
-    """The feed body cannot be used; the catalog keeps its previous data."""
 
 
 def parse_gdmf(body: bytes, platform: str = "macOS") -> list[ReleaseData]:
@@ -32,16 +36,16 @@ def parse_gdmf(body: bytes, platform: str = "macOS") -> list[ReleaseData]:
         doc = doc["data"]
     if not isinstance(doc, dict) or ("AssetSets" not in doc and "PublicAssetSets" not in doc):
         raise FeedError("GDMF body has neither AssetSets nor PublicAssetSets")
-    merged: dict[tuple[str, str], ReleaseData] = {}
+    merged: dict[tuple[str, str | None], ReleaseData] = {}
     for list_name, dated in (("AssetSets", True), ("PublicAssetSets", False)):
         for entry in _entries(doc, list_name, platform):
-            _merge(merged, _release(entry, dated=dated, bsi=False))
+            merge_into(merged, _release(entry, dated=dated, bsi=False))
     for key in BSI_KEYS:
         for entry in _entries(doc, key, platform):
-            _merge(merged, _release(entry, dated=True, bsi=True))
+            merge_into(merged, _release(entry, dated=True, bsi=True))
     if not merged:
         raise FeedError(f"GDMF body lists no {platform} releases")
-    return sorted(merged.values(), key=lambda r: (parse_version(r.version, r.extra), r.build))
+    return sorted(merged.values(), key=release_order)
 
 
 def _entries(doc: dict[str, Any], list_name: str, platform: str) -> list[dict[str, Any]]:
@@ -74,41 +78,22 @@ def _release(entry: dict[str, Any], *, dated: bool, bsi: bool) -> ReleaseData:
             prerequisite_build=str(prerequisite) if prerequisite else None,
             kind=kind,
             major=version.major,
-            release_date=_date(entry.get("PostingDate")) if dated else None,
-            expiration_date=_date(entry.get("ExpirationDate")),
+            major_name=major_name(version.major),
+            release_date=parse_date(entry.get("PostingDate")) if dated else None,
+            expiration_date=parse_date(entry.get("ExpirationDate")),
             supported_devices=sorted({str(d) for d in devices}),
+            devices_known=True,
             sources=["gdmf"],
         )
     except (KeyError, VersionError, TypeError) as exc:
         raise FeedError(f"bad GDMF entry {entry.get('ProductVersion')!r}: {exc}") from exc
 
 
-def _date(raw: Any) -> date | None:
+def parse_date(raw: Any) -> date | None:
+    """`2026-08-17` or `2026-08-17T00:00:00Z` (the date part); empty means unknown."""
     if raw in (None, ""):
         return None
     try:
         return date.fromisoformat(str(raw)[:10])
     except ValueError as exc:
         raise FeedError(f"bad date {raw!r}") from exc
-
-
-def _merge(into: dict[tuple[str, str], ReleaseData], rel: ReleaseData) -> None:
-    key = (rel.version, rel.build)
-    old = into.get(key)
-    into[key] = rel if old is None else merge_release(old, rel)
-
-
-def merge_release(old: ReleaseData, new: ReleaseData) -> ReleaseData:
-    """Union devices and sources; keep the earliest release date and the latest expiry."""
-    dates = [d for d in (old.release_date, new.release_date) if d]
-    expiries = [d for d in (old.expiration_date, new.expiration_date) if d]
-    return old.model_copy(
-        update={
-            "extra": old.extra or new.extra,
-            "prerequisite_build": old.prerequisite_build or new.prerequisite_build,
-            "release_date": min(dates) if dates else None,
-            "expiration_date": max(expiries) if expiries else None,
-            "supported_devices": sorted({*old.supported_devices, *new.supported_devices}),
-            "sources": sorted({*old.sources, *new.sources}),
-        }
-    )

@@ -33,8 +33,10 @@ class ReleaseData(BaseModel):
     `build` is None for a release known only by version (SOFA lists old releases without
     builds). `supported_devices` are board ids; `devices_known` is False when no source gave a
     device list for this release (it then supports what its major supports, never "every
-    device"). `release_date` is the earliest date any trusted list gave; `expired` is judged
-    by the reader against its clock. `cves` is Apple's count of CVEs the release fixes.
+    device"). `release_date` is the earliest date any trusted list gave. `listed_by_apple` says
+    whether GDMF's latest good response lists it (only listed releases can be enforced; None
+    when the GDMF source is off); `expired` is judged by the reader against its clock. `cves`
+    is Apple's count of CVEs the release fixes.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -49,6 +51,7 @@ class ReleaseData(BaseModel):
     release_date: date | None = None
     expiration_date: date | None = None
     expired: bool = False
+    listed_by_apple: bool | None = None
     supported_devices: list[str] = Field(default_factory=list)
     devices_known: bool = False
     cves: int | None = None

@@ -145,6 +145,10 @@ async def test_release_history_is_kept_across_snapshots_and_expiry_updates_are_e
     assert len(by_build["25A362"].supported_devices) == 55
     assert by_build["25D771280a"].prerequisite_build == "25D2128"
     assert "26.3.1 (a) (25D771280a)" in april.published
+    # GDMF stopped listing 26.0.1 in April: an update that flags it, never a deletion.
+    assert "26.0.1 (25A362)" in april.updated
+    assert by_build["25A362"].listed_by_apple is False
+    assert by_build["25G83"].listed_by_apple is True
     # Apple extended the BSIs' expiry between April and August: an update, not a new release.
     assert "26.3.1 (a) (25D771280a)" in august.updated
     assert by_build["25D771280a"].expiration_date.isoformat() == "2026-11-20"

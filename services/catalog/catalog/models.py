@@ -35,6 +35,7 @@ releases = Table(
     Column("expiration_date", Date),
     Column("supported_devices", JsonDoc, nullable=False),
     Column("devices_known", Boolean, nullable=False, server_default="0"),
+    Column("listed_by_apple", Boolean),
     Column("cves", Integer),
     Column("exploited_cves", JsonDoc),
     Column("security_info", Text),

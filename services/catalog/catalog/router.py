@@ -116,11 +116,22 @@ async def list_majors(ctx: Ctx) -> dict[str, list[MajorLatest]]:
 
 
 @router.get("/majors/{major}/latest", dependencies=[READ], response_model=MajorLatest)
-async def major_latest(ctx: Ctx, major: int) -> MajorLatest:
+async def major_latest(
+    ctx: Ctx,
+    major: int,
+    device_id: Annotated[
+        str | None, Query(description="Board id: the latest release that supports this Mac")
+    ] = None,
+) -> MajorLatest:
+    """The latest OS update of a major and, if any, the BSI that applies on top of it. With
+    `device_id`, only releases whose device list includes that board id count."""
     async with ctx.uow() as uow:
         rels = await uow.releases.by_major(major)
+    if device_id is not None:
+        rels = [r for r in rels if device_id in r.supported_devices]
     if not any(r.kind != "bsi" for r in rels):
-        raise NotFound(f"no releases known for macOS {major}")
+        which = f" supporting {device_id}" if device_id else ""
+        raise NotFound(f"no releases known for macOS {major}{which}")
     return _major(major, rels, ctx.clock.now().date())
 
 

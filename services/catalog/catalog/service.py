@@ -27,6 +27,7 @@ COMPARED = (
     "expiration_date",
     "supported_devices",
     "devices_known",
+    "listed_by_apple",
     "cves",
     "exploited_cves",
     "security_info",
@@ -137,11 +138,17 @@ async def sync_source(
 
 async def _reconcile(uow: CatalogUnitOfWork, now: datetime, result: SyncResult) -> None:
     """Merge the sources' last good views and apply the difference to the release table."""
-    views = {s.name: s.observations or [] for s in await uow.sources.all()}
-    merged = merge_sources(views.get("gdmf", []), views.get("sofa", []))
+    views = {s.name: s.observations for s in await uow.sources.all()}
+    gdmf = views.get("gdmf")
+    listed = {key_of(r) for r in gdmf} if gdmf else None
+    merged = {key_of(r): r for r in merge_sources(gdmf or [], views.get("sofa") or [])}
     known = {key_of(r): r for r in await uow.releases.all()}
-    for rel in merged:
-        old = known.get(key_of(rel))
+    # Releases no source lists any more are kept; only their listing flag can change.
+    for key, old in known.items():
+        merged.setdefault(key, old)
+    for key, seen in sorted(merged.items(), key=lambda kv: release_order(kv[1])):
+        rel = seen.model_copy(update={"listed_by_apple": None if listed is None else key in listed})
+        old = known.get(key)
         if old is None:
             new = rel.model_copy(
                 update={"first_seen": now, "release_date": rel.release_date or now.date()}
@@ -156,7 +163,9 @@ async def _reconcile(uow: CatalogUnitOfWork, now: datetime, result: SyncResult) 
             await uow.outbox.add(ReleasePublished.TOPIC, event)
             result.published.append(label(rel))
             continue
-        updated = merge_release(old, rel)
+        updated = merge_release(old, rel).model_copy(
+            update={"listed_by_apple": rel.listed_by_apple}
+        )
         changed = [f for f in COMPARED if getattr(updated, f) != getattr(old, f)]
         if not changed:
             result.unchanged += 1
@@ -193,8 +202,11 @@ async def run_due_syncs(
 
 
 def with_expiry(rel: ReleaseData, today: date) -> ReleaseData:
-    """`expired` is judged at read time: Apple's signing window closes on `expiration_date`."""
-    expired = rel.expiration_date is not None and rel.expiration_date < today
+    """`expired` is judged at read time: Apple's signing window closes on `expiration_date`,
+    and a release GDMF no longer lists cannot be installed either."""
+    expired = rel.listed_by_apple is False or (
+        rel.expiration_date is not None and rel.expiration_date < today
+    )
     return rel if rel.expired == expired else rel.model_copy(update={"expired": expired})
 
 

@@ -32,6 +32,7 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("devices_known", sa.Boolean(), server_default="0", nullable=False)
         )
+        batch_op.add_column(sa.Column("listed_by_apple", sa.Boolean(), nullable=True))
         batch_op.add_column(sa.Column("cves", sa.Integer(), nullable=True))
         batch_op.add_column(
             sa.Column(
@@ -89,6 +90,7 @@ def downgrade() -> None:
         batch_op.drop_column("security_info")
         batch_op.drop_column("exploited_cves")
         batch_op.drop_column("cves")
+        batch_op.drop_column("listed_by_apple")
         batch_op.drop_column("devices_known")
 
     op.drop_table("board_devices")

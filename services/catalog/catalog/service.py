@@ -144,8 +144,8 @@ async def _reconcile(uow: CatalogUnitOfWork, now: datetime, result: SyncResult) 
     merged = {key_of(r): r for r in merge_sources(gdmf or [], views.get("sofa") or [])}
     known = {key_of(r): r for r in await uow.releases.all()}
     # Releases no source lists any more are kept; only their listing flag can change.
-    for key, old in known.items():
-        merged.setdefault(key, old)
+    for key, stored in known.items():
+        merged.setdefault(key, stored)
     for key, seen in sorted(merged.items(), key=lambda kv: release_order(kv[1])):
         rel = seen.model_copy(update={"listed_by_apple": None if listed is None else key in listed})
         old = known.get(key)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from bench import ddm_sync
+from bench import catalog_sync, ddm_sync
 
 
 def main() -> None:
+    asyncio.run(catalog_sync.main())
+    print()
     asyncio.run(ddm_sync.main())
 
 

@@ -103,7 +103,7 @@ async def test_a_bad_fetch_leaves_the_catalog_unchanged_and_the_source_failed(
         async with make() as uow:
             state = await uow.sources.get("gdmf")
         assert state is not None and state.ok is False and reason in (state.last_error or "")
-        assert state.last_success == NOW and state.observations  # the last good view stays
+        assert state.last_success == NOW and state.releases_listed == 17  # the last good view stays
 
 
 async def test_retries_honour_retry_after_and_then_succeed(db_url):

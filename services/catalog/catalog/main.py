@@ -8,6 +8,7 @@ import logging
 from typing import cast
 
 from catalog import models
+from catalog.feeds.fetch import Fetcher
 from catalog.repository import CatalogUnitOfWork
 from catalog.router import router
 from catalog.service import fetcher_for, run_due_syncs
@@ -22,7 +23,7 @@ async def _scheduler(ctx: ServiceContext) -> None:
     """Every tick, sync the sources that are due. The due time lives in the database and is
     claimed atomically, so with several replicas each scheduled sync runs once."""
     settings = cast(CatalogSettings, ctx.settings)
-    fetcher = fetcher_for(settings)
+    fetcher: Fetcher = ctx.extras["fetcher"]
     while True:
         try:
             await run_due_syncs(ctx.uow, fetcher, settings, ctx.clock.now())
@@ -32,6 +33,7 @@ async def _scheduler(ctx: ServiceContext) -> None:
 
 
 async def on_start(ctx: ServiceContext) -> None:
+    ctx.extras["fetcher"] = fetcher_for(cast(CatalogSettings, ctx.settings))
     if cast(CatalogSettings, ctx.settings).sync_on_start:
         ctx.extras["sync_task"] = asyncio.create_task(_scheduler(ctx), name="catalog-sync")
 
@@ -42,6 +44,7 @@ async def on_stop(ctx: ServiceContext) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await ctx.extras["fetcher"].aclose()
 
 
 SPEC = ServiceSpec(

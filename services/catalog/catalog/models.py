@@ -60,6 +60,7 @@ sources = Table(
     Column("last_modified", Text),
     Column("body_sha256", String(64)),
     Column("observations", JsonDoc),
+    Column("releases_listed", Integer, nullable=False, server_default="0"),
     Column("last_changed", UtcDateTime),
     Column("used_url", Text),
     Column("next_due", UtcDateTime),

@@ -106,7 +106,12 @@ class SourceState(BaseModel):
     last_modified: str | None = None
     body_sha256: str | None = None
     next_due: datetime | None = None
-    observations: list[ReleaseData] | None = None
+    releases_listed: int = 0
+
+
+# Everything but the (large) observations document: a re-sync that finds nothing new reads
+# and writes only this.
+_STATE_COLUMNS = [c for c in sources.c if c.name != "observations"]
 
 
 class SourceRepository:
@@ -114,15 +119,28 @@ class SourceRepository:
         self.conn = conn
 
     async def get(self, name: str) -> SourceState | None:
-        row = (await self.conn.execute(select(sources).where(sources.c.name == name))).first()
+        row = (
+            await self.conn.execute(select(*_STATE_COLUMNS).where(sources.c.name == name))
+        ).first()
         return SourceState.model_validate(dict(row._mapping)) if row else None
 
     async def all(self) -> list[SourceState]:
-        rows = await self.conn.execute(select(sources).order_by(sources.c.name))
+        rows = await self.conn.execute(select(*_STATE_COLUMNS).order_by(sources.c.name))
         return [SourceState.model_validate(dict(r._mapping)) for r in rows]
 
+    async def observations(self) -> dict[str, list[ReleaseData] | None]:
+        """Each source's last good view of the releases (None if it never had one)."""
+        rows = await self.conn.execute(select(sources.c.name, sources.c.observations))
+        return {
+            r.name: None
+            if r.observations is None
+            else [ReleaseData.model_validate(o) for o in r.observations]
+            for r in rows
+        }
+
     async def ensure(self, name: str, url: str) -> None:
-        if await self.get(name) is None:
+        exists = await self.conn.scalar(select(sources.c.name).where(sources.c.name == name))
+        if exists is None:
             await self.conn.execute(insert(sources).values(name=name, url=url, ok=False))
 
     async def failed(self, name: str, url: str, now: datetime, error: str) -> None:
@@ -139,6 +157,7 @@ class SourceRepository:
         await self.ensure(name, url)
         if "observations" in changes:
             changes["observations"] = [o.model_dump(mode="json") for o in changes["observations"]]
+            changes["releases_listed"] = len(changes["observations"])
             changes["last_changed"] = now
         await self.conn.execute(
             update(sources)

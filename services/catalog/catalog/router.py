@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from catalog.feeds.fetch import Fetcher
 from catalog.feeds.merge import release_order
 from catalog.repository import BoardDevice, SourceState
-from catalog.service import SOURCES, fetcher_for, latest_pair, sync_source, with_expiry
+from catalog.service import SOURCES, latest_pair, sync_source, with_expiry
 from catalog.settings import CatalogSettings
 from managed_os.app import Ctx, scope
 from managed_os.errors import InvalidInput, NotFound
@@ -152,7 +153,7 @@ async def sync_now(
 ) -> dict[str, Any]:
     """Sync now, regardless of the schedule; reports what changed per source."""
     settings = cast(CatalogSettings, ctx.settings)
-    fetcher = fetcher_for(settings)
+    fetcher: Fetcher = ctx.extras["fetcher"]
     names = SOURCES if source == "all" else (source,)
     results = []
     for name in names:
@@ -168,10 +169,7 @@ async def list_sources(ctx: Ctx) -> dict[str, list[SourceOut]]:
         states: list[SourceState] = await uow.sources.all()
     return {
         "items": [
-            SourceOut(
-                **s.model_dump(exclude={"observations", "etag", "last_modified", "body_sha256"}),
-                releases_listed=len(s.observations or []),
-            )
+            SourceOut(**s.model_dump(exclude={"etag", "last_modified", "body_sha256"}))
             for s in states
         ]
     }

@@ -85,7 +85,7 @@ async def _fetch_and_parse(
             if fetched.body is None:
                 return url, fetched, None, None
             digest = hashlib.sha256(fetched.body).hexdigest()
-            if same_url and state and state.body_sha256 == digest and state.observations:
+            if same_url and state and state.body_sha256 == digest and state.last_changed:
                 return url, fetched, None, None
             if name == "gdmf":
                 return url, fetched, parse_gdmf(fetched.body), None
@@ -138,7 +138,7 @@ async def sync_source(
 
 async def _reconcile(uow: CatalogUnitOfWork, now: datetime, result: SyncResult) -> None:
     """Merge the sources' last good views and apply the difference to the release table."""
-    views = {s.name: s.observations for s in await uow.sources.all()}
+    views = await uow.sources.observations()
     gdmf = views.get("gdmf")
     listed = {key_of(r) for r in gdmf} if gdmf else None
     merged = {key_of(r): r for r in merge_sources(gdmf or [], views.get("sofa") or [])}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -39,6 +39,25 @@ class Fetcher:
     user_agent: str = "managed-os-catalog/0.1"
     transport: httpx.AsyncBaseTransport | None = None
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # One client for the fetcher's life: building one loads the CA store (most of the cost of
+    # an unchanged re-sync) and a shared client keeps connections alive between syncs.
+    _client: httpx.AsyncClient | None = field(default=None, init=False, repr=False)
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout,
+                verify=self.ca_bundle or True,
+                follow_redirects=True,
+                transport=self.transport,
+                headers={"User-Agent": self.user_agent, "Accept": "application/json"},
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def fetch(
         self, url: str, etag: str | None = None, last_modified: str | None = None
@@ -61,39 +80,36 @@ class Fetcher:
         return await self._http(url, etag, last_modified)
 
     async def _http(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
-        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        headers: dict[str, str] = {}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        verify: str | bool = self.ca_bundle or True
-        async with httpx.AsyncClient(
-            timeout=self.timeout, verify=verify, follow_redirects=True, transport=self.transport
-        ) as client:
-            reason = ""
-            for attempt in range(self.retries + 1):
-                delay = min(self.backoff_max, self.backoff_base * 2**attempt)
-                try:
-                    response = await client.get(url, headers=headers)
-                except httpx.TimeoutException:
-                    reason = f"timed out after {self.timeout:g} s"
-                except httpx.TransportError as exc:
-                    reason = f"connection failed: {exc.__class__.__name__}: {exc}"
-                else:
-                    if response.status_code == 304:
-                        return Fetched(None, etag, last_modified)
-                    if response.status_code == 200:
-                        return Fetched(
-                            _non_empty(response.content, url),
-                            response.headers.get("etag"),
-                            response.headers.get("last-modified"),
-                        )
-                    reason = f"HTTP {response.status_code}"
-                    if response.status_code not in RETRY_STATUS:
-                        break
-                    delay = _retry_after(response, delay, self.backoff_max)
-                if attempt < self.retries:
-                    await self.sleep(delay)
+        client = self.client()
+        reason = ""
+        for attempt in range(self.retries + 1):
+            delay = min(self.backoff_max, self.backoff_base * 2**attempt)
+            try:
+                response = await client.get(url, headers=headers)
+            except httpx.TimeoutException:
+                reason = f"timed out after {self.timeout:g} s"
+            except httpx.TransportError as exc:
+                reason = f"connection failed: {exc.__class__.__name__}: {exc}"
+            else:
+                if response.status_code == 304:
+                    return Fetched(None, etag, last_modified)
+                if response.status_code == 200:
+                    return Fetched(
+                        _non_empty(response.content, url),
+                        response.headers.get("etag"),
+                        response.headers.get("last-modified"),
+                    )
+                reason = f"HTTP {response.status_code}"
+                if response.status_code not in RETRY_STATUS:
+                    break
+                delay = _retry_after(response, delay, self.backoff_max)
+            if attempt < self.retries:
+                await self.sleep(delay)
         raise FeedError(f"fetching {url} failed: {reason} (after {attempt + 1} attempt(s))")
 
 

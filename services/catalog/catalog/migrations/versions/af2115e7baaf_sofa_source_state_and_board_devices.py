@@ -61,6 +61,9 @@ def upgrade() -> None:
             )
         )
         batch_op.add_column(
+            sa.Column("releases_listed", sa.Integer(), server_default="0", nullable=False)
+        )
+        batch_op.add_column(
             sa.Column("last_changed", managed_os.db.UtcDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(sa.Column("used_url", sa.Text(), nullable=True))
@@ -77,6 +80,7 @@ def downgrade() -> None:
         batch_op.drop_column("next_due")
         batch_op.drop_column("used_url")
         batch_op.drop_column("last_changed")
+        batch_op.drop_column("releases_listed")
         batch_op.drop_column("observations")
         batch_op.drop_column("body_sha256")
         batch_op.drop_column("last_modified")

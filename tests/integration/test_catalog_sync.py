@@ -3,12 +3,15 @@ and what a bad fetch can never do."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from catalog.feeds.fetch import Fetcher
 from catalog.service import fetcher_for, run_due_syncs, sync_source
+from tests.support.catalog import FEEDS as FEEDS_DIR
 from tests.support.catalog import catalog_uow, feed, settings
 from tests.support.feedserver import Reply, feed_server
 
@@ -195,3 +198,114 @@ async def test_a_scheduled_sync_runs_once_across_replicas_until_it_is_due_again(
         later = await run_due_syncs(make, fetcher, cfg, NOW.replace(hour=13, minute=1))
     assert [r.source for r in first] == ["gdmf"] and second == []
     assert [r.source for r in later] == ["gdmf"] and not later[0].changed
+
+
+async def test_syncing_both_sources_at_once_gives_the_same_catalog_as_one_after_the_other(
+    db_url, tmp_path, request
+):
+    cfg = settings(gdmf_url="bundled:gdmf_snapshot.json", sofa_url="bundled:sofa_v2_snapshot.json")
+    async with catalog_uow(db_url) as make:
+        results = await asyncio.gather(
+            *(sync_source(make(), fetcher_for(cfg), cfg, n, NOW) for n in ("gdmf", "sofa"))
+        )
+        assert all(r.ok for r in results), [r.error for r in results]
+        together, _ = await snapshot(make)
+    async with catalog_uow(f"sqlite+aiosqlite:///{tmp_path / 'sequential.db'}") as make:
+        for n in ("gdmf", "sofa"):
+            await sync_source(make(), fetcher_for(cfg), cfg, n, NOW)
+        one_by_one, _ = await snapshot(make)
+    strip = {"first_seen"}
+    assert [r.model_dump(exclude=strip) for r in together] == [
+        r.model_dump(exclude=strip) for r in one_by_one
+    ]
+
+
+async def test_a_version_gdmf_stops_listing_is_never_duplicated_by_sofa(db_url):
+    async with feed_server() as srv, catalog_uow(db_url) as make:
+        cfg = settings(gdmf_url=srv.url("/pmv"), sofa_url="bundled:sofa_v2_snapshot.json")
+        fetcher = fetcher_for(cfg)
+        srv.play("/pmv", Reply(200, feed("gdmf_pmv_2026-04-12_raw.json")))
+        await sync_source(make(), fetcher, cfg, "gdmf", NOW)
+        await sync_source(make(), fetcher, cfg, "sofa", NOW)
+        srv.play("/pmv", Reply(200, feed(GDMF)))
+        august = await sync_source(make(), fetcher, cfg, "gdmf", NOW)
+        rels, _ = await snapshot(make)
+    versions: dict[tuple[str, str | None], set[str | None]] = {}
+    for r in rels:
+        versions.setdefault((r.version, r.extra), set()).add(r.build)
+    mixed = {v: b for v, b in versions.items() if None in b and len(b) > 1}
+    assert mixed == {}  # e.g. 26.4 stays one row, 25E246, with SOFA's CVE count
+    assert all(not label.startswith("26.4 ") for label in august.published)
+    (r264,) = [r for r in rels if r.version == "26.4"]
+    assert (r264.build, r264.cves, r264.listed_by_apple) == ("25E246", 86, False)
+
+
+async def test_a_gdmf_response_listing_far_fewer_builds_is_held_until_seen_twice(db_url):
+    stub = json.dumps(
+        {
+            "AssetSets": {
+                "macOS": [
+                    {
+                        "ProductVersion": "26.6.2",
+                        "Build": "25G83",
+                        "PostingDate": "2026-08-17",
+                        "SupportedDevices": ["J314sAP"],
+                    }
+                ]
+            }
+        }
+    ).encode()
+    async with feed_server() as srv, catalog_uow(db_url) as make:
+        cfg = settings(gdmf_url=srv.url("/pmv"))
+        fetcher = fetcher_for(cfg)
+        srv.play("/pmv", Reply(200, feed(GDMF)))
+        await sync_source(make(), fetcher, cfg, "gdmf", NOW)
+        before = await snapshot(make)
+        srv.play("/pmv", Reply(200, stub))
+        held = await sync_source(make(), fetcher, cfg, "gdmf", NOW)
+        assert not held.ok and "held until the same response is seen again" in (held.error or "")
+        assert await snapshot(make) == before
+        confirmed = await sync_source(make(), fetcher, cfg, "gdmf", NOW)
+        rels, _ = await snapshot(make)
+    assert confirmed.ok and confirmed.updated  # now Apple really lists only one build
+    assert sum(1 for r in rels if r.listed_by_apple) == 1
+
+
+async def test_a_release_sofa_reports_before_gdmf_is_not_called_unlisted(db_url):
+    async with catalog_uow(db_url) as make:
+        april = FEEDS_DIR / "gdmf_pmv_2026-04-12_raw.json"
+        cfg = settings(gdmf_url=april.as_uri(), sofa_url="bundled:sofa_v2_snapshot.json")
+        fetcher = fetcher_for(cfg)
+        await sync_source(make(), fetcher, cfg, "gdmf", datetime(2026, 4, 12, tzinfo=UTC))
+        await sync_source(make(), fetcher, cfg, "sofa", NOW)
+        rels, _ = await snapshot(make)
+    by_build = {r.build: r for r in rels if r.build}
+    assert by_build["25G83"].listed_by_apple is None  # 26.6.2 came out after GDMF's last look
+    assert by_build["25E246"].listed_by_apple is True
+    old = [r for r in rels if r.version == "26.1"]
+    assert old[0].listed_by_apple is False  # long gone from GDMF
+
+
+async def test_a_redirect_loop_is_a_recorded_failure_not_an_error(db_url):
+    async with feed_server() as srv, catalog_uow(db_url) as make:
+        srv.play("/pmv", Reply(302, b"", {"Location": "/pmv"}))
+        cfg = settings(gdmf_url=srv.url("/pmv"))
+        result = await sync_source(make(), fetcher_for(cfg), cfg, "gdmf", NOW)
+        async with make() as uow:
+            state = await uow.sources.get("gdmf")
+    assert not result.ok and "TooManyRedirects" in (result.error or "")
+    assert state is not None and state.ok is False
+
+
+async def test_a_failed_scheduled_sync_is_retried_sooner_than_a_full_interval(db_url):
+    async with catalog_uow(db_url) as make:
+        cfg = settings(
+            gdmf_url="file:///nonexistent/pmv.json",
+            gdmf_interval_seconds=86400,
+            retry_after_failure_seconds=900,
+        )
+        (failed,) = await run_due_syncs(make, fetcher_for(cfg), cfg, NOW)
+        async with make() as uow:
+            state = await uow.sources.get("gdmf")
+    assert not failed.ok and "cannot read" in (failed.error or "")
+    assert state is not None and state.next_due == NOW + timedelta(seconds=900)

@@ -109,3 +109,48 @@ def test_the_board_device_map_and_the_source_status(august):
     assert sources["gdmf"]["ok"] and sources["sofa"]["ok"]
     assert sources["sofa"]["used_url"] == "bundled:sofa_v2_snapshot.json"
     assert sources["gdmf"]["releases_listed"] == 17
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/releases?major=9223372036854775808",
+        "/v1/releases?major=2147483648",
+        "/v1/releases?major=-1",
+        "/v1/releases?since=yesterday",
+        "/v1/releases?device_id=%00",
+        "/v1/releases?limit=0",
+        "/v1/majors/99999999999999999999/latest",
+        "/v1/majors/2147483648/latest",
+        "/v1/majors/26/latest?device_id=" + "x" * 100,
+        "/v1/releases/%00",
+        "/v1/releases/" + "9" * 40,
+        "/v1/sync?source=everything",
+    ],
+)
+def test_hostile_query_parameters_get_a_422_never_a_500(august, path):
+    client, _ = august
+    method = client.post if path.startswith("/v1/sync") else client.get
+    response = method(path, headers=W)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid"
+
+
+def test_a_missing_ca_bundle_stops_the_catalog_from_starting(tmp_path):
+    from catalog.main import SPEC
+    from catalog.settings import CatalogSettings
+    from managed_os.app import create_app
+    from managed_os.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="CA_BUNDLE"):
+        create_app(SPEC, CatalogSettings(ca_bundle=str(tmp_path / "missing.pem")))
+
+
+def test_the_latest_for_everyone_skips_a_version_shipped_for_one_model(tmp_path):
+    with service_client(
+        "catalog", tmp_path, gdmf_url=march_2026_gdmf(tmp_path).as_uri(), sofa_url=""
+    ) as client:
+        client.post("/v1/sync", headers=W)
+        everyone = client.get("/v1/majors/26/latest", headers=R).json()
+    # 26.3.2 existed only for the MacBook Neo (J700AP); everyone else's latest was 26.3.1 (a).
+    assert (everyone["latest"]["version"], everyone["bsi"]["build"]) == ("26.3.1", "25D771280a")

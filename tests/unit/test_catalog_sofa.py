@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -90,3 +91,74 @@ def test_merging_keeps_gdmf_devices_and_takes_the_earliest_date():
 def test_unusable_sofa_bodies_raise_a_feed_error(body):
     with pytest.raises(FeedError):
         parse_sofa(body)
+
+
+def _sofa_with(**latest) -> bytes:
+    base = {"ProductVersion": "26.6.2", "Build": "25G83", "ReleaseDate": "2026-08-17T00:00:00Z"}
+    return json.dumps(
+        {"SchemaVersion": "x", "OSVersions": [{"Latest": {**base, **latest}}]}
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "latest",
+    [
+        {"ActivelyExploitedCVEs": "CVE-2026-1"},
+        {"ActivelyExploitedCVEs": [1, 2]},
+        {"SupportedDevices": [{"a": 1}, None]},
+        {"SupportedDevices": "J314sAP"},
+        {"AllBuilds": "25G83"},
+        {"AllBuilds": [["25G83"]]},
+        {"ReleaseDate": 20260817},
+        {"CVEs": ["CVE-2026-1"]},
+    ],
+)
+def test_a_field_of_the_wrong_type_refuses_the_whole_sofa_body(latest):
+    assert parse_sofa(_sofa_with())  # the base body is fine
+    with pytest.raises(FeedError):
+        parse_sofa(_sofa_with(**latest))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"SupportedDevices": [{"a": 1}, None]},
+        {"PrerequisiteBuild": ["x"]},
+        {"ProductVersionExtra": 123},
+        {"Build": 25},
+        {"ProductVersion": 26.6},
+    ],
+)
+def test_a_field_of_the_wrong_type_refuses_the_whole_gdmf_body(entry):
+    good = {
+        "ProductVersion": "26.3.1",
+        "Build": "25D771280a",
+        "ProductVersionExtra": "(a)",
+        "PrerequisiteBuild": "25D2128",
+        "PostingDate": "2026-03-17",
+        "SupportedDevices": ["J314sAP"],
+    }
+    asset = {
+        "ProductVersion": "26.3.1",
+        "Build": "25D2128",
+        "PostingDate": "2026-03-04",
+        "SupportedDevices": ["J314sAP"],
+    }
+
+    def body(bsi: dict) -> bytes:
+        return json.dumps(
+            {
+                "AssetSets": {"macOS": [asset]},
+                "PublicBackgroundSecurityImprovements": {"macOS": [bsi]},
+            }
+        ).encode()
+
+    assert parse_gdmf(body(good))
+    with pytest.raises(FeedError):
+        parse_gdmf(body({**good, **entry}))
+
+
+def test_versions_spelled_with_or_without_a_zero_patch_are_one_release():
+    a = parse_sofa(_sofa_with(ProductVersion="26.0.0", Build="25A354"))
+    b = parse_sofa(_sofa_with(ProductVersion="26.0", Build="25A354"))
+    assert a.releases[0].version == b.releases[0].version == "26.0"

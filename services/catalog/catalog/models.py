@@ -59,6 +59,8 @@ sources = Table(
     # one source can merge with the other's last good view.
     Column("last_modified", Text),
     Column("body_sha256", String(64)),
+    # A GDMF body that would drop most listed builds is held until it is seen twice.
+    Column("held_sha256", String(64)),
     Column("observations", JsonDoc),
     Column("releases_listed", Integer, nullable=False, server_default="0"),
     Column("last_changed", UtcDateTime),

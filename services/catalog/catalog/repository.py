@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog.models import board_devices, releases, sources
@@ -105,6 +109,7 @@ class SourceState(BaseModel):
     etag: str | None = None
     last_modified: str | None = None
     body_sha256: str | None = None
+    held_sha256: str | None = None
     next_due: datetime | None = None
     releases_listed: int = 0
 
@@ -139,9 +144,20 @@ class SourceRepository:
         }
 
     async def ensure(self, name: str, url: str) -> None:
-        exists = await self.conn.scalar(select(sources.c.name).where(sources.c.name == name))
-        if exists is None:
-            await self.conn.execute(insert(sources).values(name=name, url=url, ok=False))
+        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        await self.conn.execute(
+            dialect_insert(sources).values(name=name, url=url, ok=False).on_conflict_do_nothing()
+        )
+
+    async def hold(self, name: str, digest: str | None) -> None:
+        await self.conn.execute(
+            update(sources).where(sources.c.name == name).values(held_sha256=digest)
+        )
+
+    async def reschedule(self, name: str, next_due: datetime) -> None:
+        await self.conn.execute(
+            update(sources).where(sources.c.name == name).values(next_due=next_due)
+        )
 
     async def failed(self, name: str, url: str, now: datetime, error: str) -> None:
         """Record a failed attempt; the last good observations stay."""
@@ -213,10 +229,28 @@ class BoardDeviceRepository:
         return written
 
 
+# Writers of the merged catalog take turns: one advisory lock per PostgreSQL database, one
+# asyncio lock per engine within a process (SQLite serialises writers, but a transaction
+# that read before another committed would then fail to write).
+CATALOG_LOCK_ID = 0x6D6F5F636174616C  # "mo_catal"
+_process_locks: weakref.WeakKeyDictionary[object, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 class CatalogUnitOfWork(SqlUnitOfWork):
     releases: ReleaseRepository
     sources: SourceRepository
     devices: BoardDeviceRepository
+
+    def writer_lock(self) -> asyncio.Lock:
+        """Hold this around a merging transaction (see `lock_catalog`)."""
+        return _process_locks.setdefault(self.engine.sync_engine, asyncio.Lock())
+
+    async def lock_catalog(self) -> None:
+        """Within the transaction: wait for any other replica merging into this catalog."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(
+                text("SELECT pg_advisory_xact_lock(:k)"), {"k": CATALOG_LOCK_ID}
+            )
 
     def _bind(self, conn: AsyncConnection) -> None:
         self.releases = ReleaseRepository(conn)

@@ -6,13 +6,13 @@ from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from catalog.feeds.fetch import Fetcher
 from catalog.feeds.merge import release_order
 from catalog.repository import BoardDevice, SourceState
-from catalog.service import SOURCES, latest_pair, sync_source, with_expiry
+from catalog.service import SOURCES, latest_pair, source_urls, sync_source, with_expiry
 from catalog.settings import CatalogSettings
 from managed_os.app import Ctx, scope
 from managed_os.errors import InvalidInput, NotFound
@@ -23,6 +23,10 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 READ = scope("catalog:read")
 WRITE = scope("catalog:write")
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
+Major = Annotated[int, Path(ge=1, le=999, description="macOS major, e.g. 26")]
+MajorFilter = Annotated[int | None, Query(ge=1, le=999, description="macOS major, e.g. 26")]
+BoardId = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_,.\-]*$")]
+Build = Annotated[str, Path(max_length=32, pattern=r"^[0-9A-Za-z]+$", description="e.g. 25G83")]
 Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
 
 
@@ -65,9 +69,9 @@ def _latest_per_major(rels: list[ReleaseData]) -> set[tuple[str, str | None]]:
 @router.get("/releases", dependencies=[READ], response_model=ReleasePage)
 async def list_releases(
     ctx: Ctx,
-    major: int | None = None,
+    major: MajorFilter = None,
     kind: Literal["major", "update", "bsi"] | None = None,
-    device_id: Annotated[str | None, Query(description="Board id the release supports")] = None,
+    device_id: BoardId = None,
     since: Annotated[date | None, Query(description="Released on or after this date")] = None,
     include_expired: Annotated[
         bool, Query(description="Include expired releases (the latest of a major always shows)")
@@ -95,7 +99,7 @@ async def list_releases(
 
 
 @router.get("/releases/{build}", dependencies=[READ], response_model=ReleaseData)
-async def get_release(ctx: Ctx, build: str) -> ReleaseData:
+async def get_release(ctx: Ctx, build: Build) -> ReleaseData:
     async with ctx.uow() as uow:
         matches = await uow.releases.by_build(build)
     if not matches:
@@ -119,10 +123,8 @@ async def list_majors(ctx: Ctx) -> dict[str, list[MajorLatest]]:
 @router.get("/majors/{major}/latest", dependencies=[READ], response_model=MajorLatest)
 async def major_latest(
     ctx: Ctx,
-    major: int,
-    device_id: Annotated[
-        str | None, Query(description="Board id: the latest release that supports this Mac")
-    ] = None,
+    major: Major,
+    device_id: BoardId = None,
 ) -> MajorLatest:
     """The latest OS update of a major and, if any, the BSI that applies on top of it. With
     `device_id`, only releases whose device list includes that board id count."""
@@ -133,11 +135,13 @@ async def major_latest(
     if not any(r.kind != "bsi" for r in rels):
         which = f" supporting {device_id}" if device_id else ""
         raise NotFound(f"no releases known for macOS {major}{which}")
-    return _major(major, rels, ctx.clock.now().date())
+    return _major(major, rels, ctx.clock.now().date(), one_device=device_id is not None)
 
 
-def _major(major: int, rels: list[ReleaseData], today: date) -> MajorLatest:
-    latest, bsi = latest_pair(rels)
+def _major(
+    major: int, rels: list[ReleaseData], today: date, one_device: bool = False
+) -> MajorLatest:
+    latest, bsi = latest_pair(rels, one_device=one_device)
     return MajorLatest(
         major=major,
         name=major_name(major),
@@ -154,12 +158,12 @@ async def sync_now(
     """Sync now, regardless of the schedule; reports what changed per source."""
     settings = cast(CatalogSettings, ctx.settings)
     fetcher: Fetcher = ctx.extras["fetcher"]
-    names = SOURCES if source == "all" else (source,)
-    results = []
-    for name in names:
-        results.append(await sync_source(ctx.uow(), fetcher, settings, name, ctx.clock.now()))
-    if not any(r.ok or r.error for r in results):
-        raise InvalidInput("no source is configured")
+    names = [n for n in (SOURCES if source == "all" else (source,)) if source_urls(settings, n)]
+    if not names:
+        raise InvalidInput(f"no URL is configured for {source!r}")
+    results = [
+        await sync_source(ctx.uow(), fetcher, settings, name, ctx.clock.now()) for name in names
+    ]
     return {"results": [asdict(r) for r in results]}
 
 

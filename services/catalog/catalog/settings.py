@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from managed_os.settings import ServiceSettings
+from managed_os.settings import ConfigurationError, ServiceSettings
 
 
 class CatalogSettings(ServiceSettings):
@@ -44,8 +46,18 @@ class CatalogSettings(ServiceSettings):
     fetch_backoff_max_seconds: float = Field(
         120, ge=0, description="Longest wait between attempts, Retry-After included."
     )
+    retry_after_failure_seconds: float = Field(
+        900,
+        ge=10,
+        description="After a failed scheduled sync, try again this much later "
+        "(capped by the source's interval) instead of waiting a full interval.",
+    )
     ca_bundle: str = Field(
         "",
         description="PEM file of CAs to trust for feed fetches (real GDMF needs Apple Root CA"
         " and Apple Server Authentication CA). Empty: the system's default store.",
     )
+
+    def check_serving(self) -> None:
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            raise ConfigurationError(f"MOS_CATALOG_CA_BUNDLE {self.ca_bundle!r} is not a file")

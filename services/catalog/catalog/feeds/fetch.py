@@ -18,6 +18,7 @@ import httpx
 from catalog.feeds.errors import FeedError
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+MAX_BODY = 32 * 1024 * 1024  # the real feeds are well under 1 MiB
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,15 @@ class Fetcher:
                 reason = f"timed out after {self.timeout:g} s"
             except httpx.TransportError as exc:
                 reason = f"connection failed: {exc.__class__.__name__}: {exc}"
+            except (httpx.HTTPError, OSError, ValueError) as exc:
+                # Not worth retrying: a redirect loop, an undecodable body, a bad CA file.
+                raise FeedError(f"fetching {url} failed: {exc.__class__.__name__}: {exc}") from exc
             else:
                 if response.status_code == 304:
                     return Fetched(None, etag, last_modified)
                 if response.status_code == 200:
+                    if len(response.content) > MAX_BODY:
+                        raise FeedError(f"{url} returned more than {MAX_BODY} bytes")
                     return Fetched(
                         _non_empty(response.content, url),
                         response.headers.get("etag"),

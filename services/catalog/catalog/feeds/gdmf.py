@@ -10,19 +10,13 @@ different device lists; duplicates are merged with the union of devices.
 from __future__ import annotations
 
 import json
-from datetime import date
 from typing import Any
 
+from catalog.feeds import fields as f
 from catalog.feeds.errors import FeedError
 from catalog.feeds.merge import merge_into, release_order
 from managed_os.events import ReleaseData
-from managed_os.versions import (
-    VersionError,
-    major_name,
-    normalize_extra,
-    parse_build,
-    parse_version,
-)
+from managed_os.versions import major_name
 
 BSI_KEYS = ("PublicBackgroundSecurityImprovements", "PublicRapidSecurityResponses")
 
@@ -34,8 +28,12 @@ def parse_gdmf(body: bytes, platform: str = "macOS") -> list[ReleaseData]:
         raise FeedError(f"GDMF body is not JSON: {exc}") from exc
     if isinstance(doc, dict) and isinstance(doc.get("data"), dict) and "etag" in doc:
         doc = doc["data"]
-    if not isinstance(doc, dict) or ("AssetSets" not in doc and "PublicAssetSets" not in doc):
-        raise FeedError("GDMF body has neither AssetSets nor PublicAssetSets")
+    if not isinstance(doc, dict) or not isinstance(doc.get("AssetSets"), dict):
+        raise FeedError("GDMF body has no AssetSets object")
+    if not _entries(doc, "AssetSets", platform):
+        # AssetSets lists every build still signed; without it the body cannot be trusted to
+        # say what is current (a stub with one PublicAssetSets entry would expire everything).
+        raise FeedError(f"GDMF body lists no {platform} entries in AssetSets")
     merged: dict[tuple[str, str | None], ReleaseData] = {}
     for list_name, dated in (("AssetSets", True), ("PublicAssetSets", False)):
         for entry in _entries(doc, list_name, platform):
@@ -61,39 +59,20 @@ def _entries(doc: dict[str, Any], list_name: str, platform: str) -> list[dict[st
 
 
 def _release(entry: dict[str, Any], *, dated: bool, bsi: bool) -> ReleaseData:
-    try:
-        version = parse_version(str(entry["ProductVersion"]))
-        build = parse_build(str(entry["Build"]))
-        letter = normalize_extra(entry.get("ProductVersionExtra")) if bsi else None
-        extra = f"({letter})" if letter else None
-        prerequisite = entry.get("PrerequisiteBuild") if bsi else None
-        devices = entry.get("SupportedDevices") or []
-        if not isinstance(devices, list):
-            raise FeedError("SupportedDevices must be a list")
-        kind = "bsi" if bsi else ("major" if (version.minor, version.patch) == (0, 0) else "update")
-        return ReleaseData(
-            version=str(version.base),
-            extra=extra,
-            build=str(build),
-            prerequisite_build=str(prerequisite) if prerequisite else None,
-            kind=kind,
-            major=version.major,
-            major_name=major_name(version.major),
-            release_date=parse_date(entry.get("PostingDate")) if dated else None,
-            expiration_date=parse_date(entry.get("ExpirationDate")),
-            supported_devices=sorted({str(d) for d in devices}),
-            devices_known=True,
-            sources=["gdmf"],
-        )
-    except (KeyError, VersionError, TypeError) as exc:
-        raise FeedError(f"bad GDMF entry {entry.get('ProductVersion')!r}: {exc}") from exc
-
-
-def parse_date(raw: Any) -> date | None:
-    """`2026-08-17` or `2026-08-17T00:00:00Z` (the date part); empty means unknown."""
-    if raw in (None, ""):
-        return None
-    try:
-        return date.fromisoformat(str(raw)[:10])
-    except ValueError as exc:
-        raise FeedError(f"bad date {raw!r}") from exc
+    where = f"GDMF entry {entry.get('ProductVersion')!r}/{entry.get('Build')!r}"
+    v = f.version(entry.get("ProductVersion"), where)
+    devices = f.board_ids(entry.get("SupportedDevices"), where)
+    return ReleaseData(
+        version=f.canonical(v),
+        extra=f.extra(entry.get("ProductVersionExtra"), where) if bsi else None,
+        build=f.build(entry.get("Build"), where),
+        prerequisite_build=f.optional_build(entry.get("PrerequisiteBuild"), where) if bsi else None,
+        kind="bsi" if bsi else ("major" if (v.minor, v.patch) == (0, 0) else "update"),
+        major=v.major,
+        major_name=major_name(v.major),
+        release_date=f.day(entry.get("PostingDate"), where) if dated else None,
+        expiration_date=f.day(entry.get("ExpirationDate"), where),
+        supported_devices=devices or [],
+        devices_known=devices is not None,
+        sources=["gdmf"],
+    )

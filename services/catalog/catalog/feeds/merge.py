@@ -64,24 +64,40 @@ def merge_into(into: dict[Key, ReleaseData], rel: ReleaseData) -> None:
     into[key] = rel if old is None else merge_release(old, rel)
 
 
-def merge_sources(gdmf: Iterable[ReleaseData], sofa: Iterable[ReleaseData]) -> list[ReleaseData]:
+def merge_sources(
+    gdmf: Iterable[ReleaseData],
+    sofa: Iterable[ReleaseData],
+    stored: Iterable[ReleaseData] = (),
+) -> list[ReleaseData]:
     """One list from both sources' last good observations.
 
     A SOFA release with builds enriches the GDMF entries of those builds; one without a build
-    enriches every GDMF build of its version; either way GDMF's device lists stand. What GDMF
-    does not list is taken from SOFA as it is (its devices are the major's list)."""
+    enriches every build of its version that GDMF lists or, once GDMF has dropped them, that
+    the catalog already stores (`stored`), so an old version never turns into a second,
+    build-less row. GDMF's device lists stand. What neither knows is taken from SOFA as is.
+    """
     merged: dict[Key, ReleaseData] = {}
     for rel in gdmf:
         merge_into(merged, rel)
+    known = {key_of(r): r for r in stored if r.build}
     by_version: dict[str, list[Key]] = {}
     for key in merged:
         by_version.setdefault(key[0], []).append(key)
+    stored_by_version: dict[str, list[Key]] = {}
+    for key in known:
+        stored_by_version.setdefault(key[0], []).append(key)
     for rel in sofa:
         key = key_of(rel)
-        targets = [key] if key in merged else ([] if rel.build else by_version.get(key[0], []))
+        if key in merged or (rel.build and key in known):
+            targets = [key]
+        elif rel.build:
+            targets = []
+        else:
+            targets = by_version.get(key[0]) or stored_by_version.get(key[0], [])
         if not targets:
             merge_into(merged, rel)
             continue
         for target in targets:
-            merged[target] = merge_release(merged[target], rel, devices=False)
+            base = merged.get(target) or known[target]
+            merged[target] = merge_release(base, rel, devices=False)
     return sorted(merged.values(), key=release_order)

@@ -53,6 +53,7 @@ def upgrade() -> None:
     with op.batch_alter_table("sources", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_modified", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("body_sha256", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("held_sha256", sa.String(length=64), nullable=True))
         batch_op.add_column(
             sa.Column(
                 "observations",
@@ -82,6 +83,7 @@ def downgrade() -> None:
         batch_op.drop_column("last_changed")
         batch_op.drop_column("releases_listed")
         batch_op.drop_column("observations")
+        batch_op.drop_column("held_sha256")
         batch_op.drop_column("body_sha256")
         batch_op.drop_column("last_modified")
 

@@ -43,6 +43,10 @@ class OutboxStore(Protocol):
 
     async def add(self, topic: str, event: CloudEvent) -> None: ...
 
+    async def add_many(self, topic: str, events: Sequence[CloudEvent]) -> None:
+        """`add` for several events at once, in order."""
+        ...
+
     async def pending(self, limit: int) -> list[OutboxRecord]: ...
 
     async def remove(self, ids: Sequence[int]) -> None: ...
@@ -55,16 +59,24 @@ class SqlOutboxStore:
         self.conn, self.table = conn, table
 
     async def add(self, topic: str, event: CloudEvent) -> None:
-        await self.conn.execute(
-            insert(self.table).values(
-                topic=topic,
-                key=event.subject,
-                event_id=event.id,
-                event_type=event.type,
-                envelope=event.to_structured(),
-                created_at=datetime.now(UTC),
-            )
-        )
+        await self.add_many(topic, [event])
+
+    async def add_many(self, topic: str, events: Sequence[CloudEvent]) -> None:
+        if not events:
+            return
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "topic": topic,
+                "key": event.subject,
+                "event_id": event.id,
+                "event_type": event.type,
+                "envelope": event.to_structured(),
+                "created_at": now,
+            }
+            for event in events
+        ]
+        await self.conn.execute(insert(self.table), rows)
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         if self.conn.dialect.name == "postgresql":
@@ -98,6 +110,10 @@ class MemoryOutboxStore:
     async def add(self, topic: str, event: CloudEvent) -> None:
         self.counter[0] += 1
         self.staged.append(OutboxRecord(self.counter[0], topic, event))
+
+    async def add_many(self, topic: str, events: Sequence[CloudEvent]) -> None:
+        for event in events:
+            await self.add(topic, event)
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         return [r for r in self.committed if r.id not in self.removed][:limit]

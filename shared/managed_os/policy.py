@@ -50,8 +50,12 @@ class Applicability(BaseModel):
     - `version_below` / `version_at_least`: bounds on the device's OS version (base version,
       a BSI counts as its base version).
     - `builds`: the device's base build is one of these (BSI prerequisite matching).
-    - `device_ids`: the device's board id is one of these; an unknown board id is assumed
-      supported (DESIGN.md: "Unknown d → assume supported").
+    - `extra_below`: the device's installed BSI letter, if any, sorts below this one (so a
+      device that already has `(a)` is not sent `(a)` again).
+    - `device_ids`: the device's board id is one of these. A device whose board id is not
+      known yet matches only when `unknown_device` is set (DESIGN.md: "Unknown d → assume
+      supported"); the compiler sets it on exactly one candidate per rule, so such a device
+      still gets one enforcement, not several.
     - `enrollment_ids`: only these devices (self-service requests).
     Every rule but `always` needs a known OS version.
     """
@@ -63,7 +67,9 @@ class Applicability(BaseModel):
     version_below: str | None = None
     version_at_least: str | None = None
     builds: list[str] | None = None
+    extra_below: str | None = None
     device_ids: list[str] | None = None
+    unknown_device: bool = True
     enrollment_ids: list[str] | None = None
 
     def matches(self, facts: DeviceFacts) -> bool:
@@ -81,12 +87,16 @@ class Applicability(BaseModel):
             return False
         if self.builds is not None and facts.build_version not in self.builds:
             return False
-        if (
-            self.device_ids is not None
-            and facts.device_id
-            and facts.device_id not in self.device_ids
+        if self.extra_below is not None and (facts.supplemental_extra_version or "") >= (
+            self.extra_below
         ):
             return False
+        if self.device_ids is not None:
+            if facts.device_id is None:
+                if not self.unknown_device:
+                    return False
+            elif facts.device_id not in self.device_ids:
+                return False
         return self.enrollment_ids is None or facts.enrollment_id in self.enrollment_ids
 
 

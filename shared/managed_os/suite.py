@@ -66,6 +66,8 @@ def embedded_settings(
         }
         if name == "device-channel":
             values["allow_unsigned"] = True
+        if name == "declarations":
+            values["catalog_url"] = f"http://{host}:{ports['catalog']}"
         values.update((overrides or {}).get(name, {}))
         result[name] = spec.settings_cls(**values)
     return result

@@ -120,7 +120,7 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
 
         def enforcement_ids(manifest: dict[str, Any]) -> list[str]:
             configs = manifest["Declarations"]["Configurations"]
-            return [c["Identifier"] for c in configs if c["Identifier"].endswith(".minimum")]
+            return [c["Identifier"] for c in configs if ".u." in c["Identifier"]]
 
         async def enforcement() -> tuple[dict[str, Any], dict[str, Any]] | None:
             listing = await mac.get("declaration-items")
@@ -174,7 +174,7 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
         after = (await mac.get("declaration-items")).json()
         assert after["DeclarationsToken"] != items["DeclarationsToken"]
         assert not any(
-            c["Identifier"].endswith(".minimum") for c in after["Declarations"]["Configurations"]
+            ".u." in c["Identifier"] for c in after["Declarations"]["Configurations"]
         )
         summary = (await http.get(f"{cp}/v1/summary", headers=admin)).json()
         assert summary["counts"]["up_to_date"] == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 from catalog.feeds import parse_gdmf
 from declarations.compiler import compile_blueprint, policy_token
 from declarations.schemas import LibraryItem
-from device_channel.manifest import build_manifest
+from managed_os.manifest import build_manifest
 from managed_os.policy import Applicability, DeviceFacts, Policy
 
 FEED = (

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import cast
+
 from declarations import models, service
+from declarations.bootstrap import bootstrap
 from declarations.repository import DeclarationsUnitOfWork
 from declarations.router import router
 from declarations.settings import DeclarationsSettings
@@ -26,6 +31,22 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
     return [ConsumerSpec(group="releases", topics=[TOPIC_RELEASES], apply=on_release)]
 
 
+async def on_start(ctx: ServiceContext) -> None:
+    settings = cast(DeclarationsSettings, ctx.settings)
+    if settings.catalog_url:
+        ctx.extras["bootstrap"] = asyncio.create_task(
+            bootstrap(settings, ctx.uow, ctx.clock), name="declarations-bootstrap"
+        )
+
+
+async def on_stop(ctx: ServiceContext) -> None:
+    task = ctx.extras.get("bootstrap")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 SPEC = ServiceSpec(
     name="declarations",
     title="Managed OS — declarations",
@@ -39,4 +60,6 @@ SPEC = ServiceSpec(
     routers=[router],
     publishes=[TOPIC_POLICIES],
     consumers=consumers,
+    on_start=on_start,
+    on_stop=on_stop,
 )

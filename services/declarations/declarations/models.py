@@ -81,3 +81,22 @@ known_releases = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("version", "extra", "build", name="pk_known_releases"),
 )
+
+# Self-service upgrade requests: configuration (they compile into per-device declarations)
+# and the audit trail of who asked for what.
+self_service_requests = Table(
+    "self_service_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "item_id",
+        String(36),
+        ForeignKey("library_items.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("enrollment_id", String(200), nullable=False),
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("deadline", String(19), nullable=False),  # device-local YYYY-MM-DDTHH:MM:SS
+    Column("requested_by", String(200), nullable=False),
+)

@@ -1,13 +1,15 @@
-"""Declarations storage: blueprints, items and their assignments, policy revisions, and the
-catalog read model."""
+"""Declarations storage: blueprints, items and their assignments, self-service requests,
+policy revisions, and the catalog read model. Reads used by a recompile are batched (one
+query per kind of row for any number of blueprints)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from declarations.models import (
@@ -16,8 +18,9 @@ from declarations.models import (
     known_releases,
     library_items,
     policy_revisions,
+    self_service_requests,
 )
-from declarations.schemas import Blueprint, LibraryItem, PolicyRevision
+from declarations.schemas import Blueprint, LibraryItem, PolicyRevision, SelfServiceRequest
 from managed_os.events import ReleaseData
 from managed_os.uow import SqlUnitOfWork
 
@@ -32,9 +35,8 @@ class BlueprintRepository:
         await self.conn.execute(insert(blueprints).values(**bp.model_dump()))
 
     async def get(self, blueprint_id: str) -> Blueprint | None:
-        row = (
-            await self.conn.execute(select(blueprints).where(blueprints.c.id == blueprint_id))
-        ).first()
+        query = select(blueprints).where(blueprints.c.id == blueprint_id)
+        row = (await self.conn.execute(query)).first()
         return Blueprint.model_validate(dict(row._mapping)) if row else None
 
     async def list_all(self) -> list[Blueprint]:
@@ -45,53 +47,99 @@ class BlueprintRepository:
         rows = await self.conn.execute(select(blueprints.c.id).where(blueprints.c.id.in_(ids)))
         return {r.id for r in rows}
 
+    async def save(self, bp: Blueprint) -> None:
+        values = bp.model_dump(exclude={"id", "created_at"})
+        await self.conn.execute(update(blueprints).where(blueprints.c.id == bp.id).values(values))
+
+    async def delete(self, blueprint_id: str) -> None:
+        await self.conn.execute(
+            delete(assignments).where(assignments.c.blueprint_id == blueprint_id)
+        )
+        await self.conn.execute(delete(blueprints).where(blueprints.c.id == blueprint_id))
+
 
 class ItemRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
     async def add(self, item: LibraryItem) -> None:
+        await self.conn.execute(insert(library_items).values(**self._row(item)))
+        await self._assign(item)
+
+    async def save(self, item: LibraryItem) -> None:
+        await self.conn.execute(
+            update(library_items).where(library_items.c.id == item.id).values(**self._row(item))
+        )
+        await self.conn.execute(delete(assignments).where(assignments.c.item_id == item.id))
+        await self._assign(item)
+
+    async def delete(self, item_id: str) -> None:
+        await self.conn.execute(delete(assignments).where(assignments.c.item_id == item_id))
+        await self.conn.execute(
+            delete(self_service_requests).where(self_service_requests.c.item_id == item_id)
+        )
+        await self.conn.execute(delete(library_items).where(library_items.c.id == item_id))
+
+    @staticmethod
+    def _row(item: LibraryItem) -> dict[str, Any]:
         data = item.model_dump(mode="json", exclude={"blueprint_ids"})
         data.update(
             created_at=item.created_at,
             updated_at=item.updated_at,
             upgrade_enforced_since=item.upgrade_enforced_since,
         )
-        await self.conn.execute(insert(library_items).values(**data))
-        for bp in item.blueprint_ids:
+        return data
+
+    async def _assign(self, item: LibraryItem) -> None:
+        if item.blueprint_ids:
             await self.conn.execute(
-                insert(assignments).values(item_id=item.id, blueprint_id=bp, major=item.major)
+                insert(assignments),
+                [
+                    {"item_id": item.id, "blueprint_id": b, "major": item.major}
+                    for b in item.blueprint_ids
+                ],
             )
 
     async def get(self, item_id: str) -> LibraryItem | None:
-        row = (
-            await self.conn.execute(select(library_items).where(library_items.c.id == item_id))
-        ).first()
-        return await self._hydrate(row) if row else None
+        items = await self._load(select(library_items).where(library_items.c.id == item_id))
+        return items[0] if items else None
 
     async def list_all(self) -> list[LibraryItem]:
-        rows = (
-            await self.conn.execute(select(library_items).order_by(library_items.c.created_at))
-        ).all()
-        return [await self._hydrate(r) for r in rows]
+        return await self._load(select(library_items).order_by(library_items.c.created_at))
 
-    async def for_blueprint(self, blueprint_id: str) -> list[LibraryItem]:
-        rows = (
+    async def for_blueprints(self, blueprint_ids: list[str]) -> dict[str, list[LibraryItem]]:
+        """The items assigned to each of these blueprints, in two queries."""
+        links = (
             await self.conn.execute(
-                select(library_items)
-                .join(assignments, assignments.c.item_id == library_items.c.id)
-                .where(assignments.c.blueprint_id == blueprint_id)
+                select(assignments.c.blueprint_id, assignments.c.item_id).where(
+                    assignments.c.blueprint_id.in_(blueprint_ids)
+                )
             )
         ).all()
-        return [await self._hydrate(r) for r in rows]
-
-    async def holder(self, blueprint_id: str, major: int) -> str | None:
-        """The item already assigned to (blueprint, major), if any."""
-        return await self.conn.scalar(
-            select(assignments.c.item_id).where(
-                assignments.c.blueprint_id == blueprint_id, assignments.c.major == major
-            )
+        ids = sorted({link.item_id for link in links})
+        items = (
+            {
+                i.id: i
+                for i in await self._load(select(library_items).where(library_items.c.id.in_(ids)))
+            }
+            if ids
+            else {}
         )
+        result: dict[str, list[LibraryItem]] = {b: [] for b in blueprint_ids}
+        for link in links:
+            result[link.blueprint_id].append(items[link.item_id])
+        return result
+
+    async def holder(
+        self, blueprint_id: str, major: int, other_than: str | None = None
+    ) -> str | None:
+        """The item already assigned to (blueprint, major), if any (ignoring `other_than`)."""
+        query = select(assignments.c.item_id).where(
+            assignments.c.blueprint_id == blueprint_id, assignments.c.major == major
+        )
+        if other_than is not None:
+            query = query.where(assignments.c.item_id != other_than)
+        return await self.conn.scalar(query)
 
     async def blueprints_with_major(self, major: int) -> list[str]:
         rows = await self.conn.execute(
@@ -99,13 +147,43 @@ class ItemRepository:
         )
         return sorted(r.blueprint_id for r in rows)
 
-    async def _hydrate(self, row: Any) -> LibraryItem:
-        bps = await self.conn.execute(
-            select(assignments.c.blueprint_id).where(assignments.c.item_id == row.id)
+    async def _load(self, query: Any) -> list[LibraryItem]:
+        rows = (await self.conn.execute(query)).all()
+        if not rows:
+            return []
+        links = await self.conn.execute(
+            select(assignments.c.item_id, assignments.c.blueprint_id).where(
+                assignments.c.item_id.in_([r.id for r in rows])
+            )
         )
-        data = dict(row._mapping)
-        data["blueprint_ids"] = sorted(r.blueprint_id for r in bps)
-        return _items.validate_python(data)
+        by_item: dict[str, list[str]] = defaultdict(list)
+        for link in links:
+            by_item[link.item_id].append(link.blueprint_id)
+        return [
+            _items.validate_python({**dict(r._mapping), "blueprint_ids": sorted(by_item[r.id])})
+            for r in rows
+        ]
+
+
+class SelfServiceRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, request: SelfServiceRequest) -> None:
+        await self.conn.execute(insert(self_service_requests).values(**request.model_dump()))
+
+    async def for_item(self, item_id: str) -> list[SelfServiceRequest]:
+        return (await self.for_items([item_id])).get(item_id, [])
+
+    async def for_items(self, item_ids: list[str]) -> dict[str, list[SelfServiceRequest]]:
+        t = self_service_requests
+        rows = await self.conn.execute(
+            select(t).where(t.c.item_id.in_(item_ids)).order_by(t.c.requested_at, t.c.id)
+        )
+        result: dict[str, list[SelfServiceRequest]] = defaultdict(list)
+        for r in rows:
+            result[r.item_id].append(SelfServiceRequest.model_validate(dict(r._mapping)))
+        return result
 
 
 class PolicyRepository:
@@ -123,6 +201,23 @@ class PolicyRepository:
         ).first()
         return PolicyRevision.model_validate(dict(row._mapping)) if row else None
 
+    async def latest_tokens(self, blueprint_ids: list[str]) -> dict[str, tuple[int, str]]:
+        """(revision, token) of each blueprint's newest revision, in one query."""
+        t = policy_revisions
+        newest = (
+            select(t.c.blueprint_id, func.max(t.c.revision).label("revision"))
+            .where(t.c.blueprint_id.in_(blueprint_ids))
+            .group_by(t.c.blueprint_id)
+            .subquery()
+        )
+        rows = await self.conn.execute(
+            select(t.c.blueprint_id, t.c.revision, t.c.token).join(
+                newest,
+                (t.c.blueprint_id == newest.c.blueprint_id) & (t.c.revision == newest.c.revision),
+            )
+        )
+        return {r.blueprint_id: (r.revision, r.token) for r in rows}
+
     async def revisions(self, blueprint_id: str) -> list[PolicyRevision]:
         rows = await self.conn.execute(
             select(policy_revisions)
@@ -131,23 +226,30 @@ class PolicyRepository:
         )
         return [PolicyRevision.model_validate(dict(r._mapping)) for r in rows]
 
-    async def add(self, rev: PolicyRevision) -> None:
-        await self.conn.execute(insert(policy_revisions).values(**rev.model_dump()))
+    async def add_many(self, revisions: list[PolicyRevision]) -> None:
+        if revisions:
+            await self.conn.execute(insert(policy_revisions), [r.model_dump() for r in revisions])
 
 
 class ReleaseView:
-    """The catalog as this service knows it (from ReleasePublished / ReleaseUpdated)."""
+    """The catalog as this service knows it (from ReleasePublished / ReleaseUpdated, or the
+    catalog's REST API at start)."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def upsert(self, rel: ReleaseData, now: datetime) -> None:
+    async def upsert(self, rel: ReleaseData, now: datetime) -> bool:
+        """Store `rel`; False when it is already stored exactly so (nothing to recompile)."""
         c = known_releases.c
         key = (
             (c.version == rel.version)
             & (c.extra == (rel.extra or ""))
             & (c.build == (rel.build or ""))
         )
+        doc = rel.model_dump(mode="json", exclude={"expired", "first_seen"})
+        current = await self.conn.scalar(select(c.release).where(key))
+        if current is not None and current == doc:
+            return False
         await self.conn.execute(delete(known_releases).where(key))
         await self.conn.execute(
             insert(known_releases).values(
@@ -155,29 +257,35 @@ class ReleaseView:
                 extra=rel.extra or "",
                 build=rel.build or "",
                 major=rel.major,
-                release=rel.model_dump(mode="json"),
+                release=doc,
                 updated_at=now,
             )
         )
+        return True
 
-    async def by_major(self, major: int) -> list[ReleaseData]:
+    async def by_majors(self, majors: set[int]) -> list[ReleaseData]:
         rows = await self.conn.execute(
-            select(known_releases.c.release).where(known_releases.c.major == major)
+            select(known_releases.c.release).where(known_releases.c.major.in_(sorted(majors)))
         )
         return [ReleaseData.model_validate(r.release) for r in rows]
+
+    async def by_major(self, major: int) -> list[ReleaseData]:
+        return await self.by_majors({major})
+
+    async def count(self) -> int:
+        return int(await self.conn.scalar(select(func.count()).select_from(known_releases)) or 0)
 
 
 class DeclarationsUnitOfWork(SqlUnitOfWork):
     blueprints: BlueprintRepository
     items: ItemRepository
+    requests: SelfServiceRepository
     policies: PolicyRepository
     releases: ReleaseView
 
     def _bind(self, conn: AsyncConnection) -> None:
         self.blueprints = BlueprintRepository(conn)
         self.items = ItemRepository(conn)
+        self.requests = SelfServiceRepository(conn)
         self.policies = PolicyRepository(conn)
         self.releases = ReleaseView(conn)
-
-
-__all__ = ["DeclarationsUnitOfWork", "update"]

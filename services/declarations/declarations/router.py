@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
 
 from declarations import service
-from declarations.schemas import Blueprint, BlueprintIn, LibraryItem, LibraryItemIn, PolicyRevision
+from declarations.schemas import (
+    Blueprint,
+    BlueprintIn,
+    BlueprintPatch,
+    LibraryItem,
+    LibraryItemIn,
+    PolicyRevision,
+    PreviewIn,
+    PreviewOut,
+    SelfServiceRequest,
+    SelfServiceRequestIn,
+)
 from managed_os.app import Ctx, scope
 from managed_os.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["declarations"])
 READ = scope("declarations:read")
 WRITE = scope("declarations:write")
+Id = Annotated[str, Path(max_length=36)]
 
 
 @router.post("/blueprints", dependencies=[WRITE], status_code=status.HTTP_201_CREATED)
@@ -29,13 +43,30 @@ async def list_blueprints(ctx: Ctx) -> dict[str, list[Blueprint]]:
 
 
 @router.get("/blueprints/{blueprint_id}", dependencies=[READ])
-async def get_blueprint(ctx: Ctx, blueprint_id: str) -> Blueprint:
+async def get_blueprint(ctx: Ctx, blueprint_id: Id) -> Blueprint:
     async with ctx.uow() as uow:
         return await service.get_blueprint(uow, blueprint_id)
 
 
+@router.patch("/blueprints/{blueprint_id}", dependencies=[WRITE])
+async def update_blueprint(ctx: Ctx, blueprint_id: Id, body: BlueprintPatch) -> Blueprint:
+    async with ctx.uow() as uow:
+        bp = await service.update_blueprint(uow, blueprint_id, body, ctx.clock.now())
+        await uow.commit()
+    return bp
+
+
+@router.delete("/blueprints/{blueprint_id}", dependencies=[WRITE], status_code=204)
+async def delete_blueprint(ctx: Ctx, blueprint_id: Id) -> Response:
+    """Unassigns its items and publishes an empty policy (its Macs drop the declarations)."""
+    async with ctx.uow() as uow:
+        await service.delete_blueprint(uow, blueprint_id, ctx.clock.now())
+        await uow.commit()
+    return Response(status_code=204)
+
+
 @router.get("/blueprints/{blueprint_id}/policy", dependencies=[READ])
-async def get_policy(ctx: Ctx, blueprint_id: str) -> PolicyRevision:
+async def get_policy(ctx: Ctx, blueprint_id: Id) -> PolicyRevision:
     async with ctx.uow() as uow:
         await service.get_blueprint(uow, blueprint_id)
         rev = await uow.policies.latest(blueprint_id)
@@ -45,10 +76,17 @@ async def get_policy(ctx: Ctx, blueprint_id: str) -> PolicyRevision:
 
 
 @router.get("/blueprints/{blueprint_id}/policy/revisions", dependencies=[READ])
-async def list_policy_revisions(ctx: Ctx, blueprint_id: str) -> dict[str, list[PolicyRevision]]:
+async def list_policy_revisions(ctx: Ctx, blueprint_id: Id) -> dict[str, list[PolicyRevision]]:
     async with ctx.uow() as uow:
         await service.get_blueprint(uow, blueprint_id)
         return {"items": await uow.policies.revisions(blueprint_id)}
+
+
+@router.post("/blueprints/{blueprint_id}/preview", dependencies=[READ])
+async def preview(ctx: Ctx, blueprint_id: Id, body: PreviewIn) -> PreviewOut:
+    """The declarations a Mac with these facts gets from this blueprint, and why."""
+    async with ctx.uow() as uow:
+        return await service.preview(uow, blueprint_id, body)
 
 
 @router.post("/library-items", dependencies=[WRITE], status_code=status.HTTP_201_CREATED)
@@ -66,9 +104,44 @@ async def list_items(ctx: Ctx) -> dict[str, list[LibraryItem]]:
 
 
 @router.get("/library-items/{item_id}", dependencies=[READ])
-async def get_item(ctx: Ctx, item_id: str) -> LibraryItem:
+async def get_item(ctx: Ctx, item_id: Id) -> LibraryItem:
     async with ctx.uow() as uow:
-        item = await uow.items.get(item_id)
-    if item is None:
-        raise NotFound(f"no library item {item_id}")
+        return await service.get_item(uow, item_id)
+
+
+@router.put("/library-items/{item_id}", dependencies=[WRITE])
+async def replace_item(ctx: Ctx, item_id: Id, body: LibraryItemIn) -> LibraryItem:
+    async with ctx.uow() as uow:
+        item = await service.replace_item(uow, item_id, body, ctx.clock.now())
+        await uow.commit()
     return item
+
+
+@router.delete("/library-items/{item_id}", dependencies=[WRITE], status_code=204)
+async def delete_item(ctx: Ctx, item_id: Id) -> Response:
+    async with ctx.uow() as uow:
+        await service.delete_item(uow, item_id, ctx.clock.now())
+        await uow.commit()
+    return Response(status_code=204)
+
+
+@router.post(
+    "/library-items/{item_id}/self-service-requests",
+    dependencies=[WRITE],
+    status_code=status.HTTP_201_CREATED,
+)
+async def request_self_service(
+    ctx: Ctx, item_id: Id, body: SelfServiceRequestIn
+) -> SelfServiceRequest:
+    """Give one Mac an upgrade enforcement with a short deadline (recorded for audit)."""
+    async with ctx.uow() as uow:
+        request = await service.request_self_service(uow, item_id, body, "api", ctx.clock.now())
+        await uow.commit()
+    return request
+
+
+@router.get("/library-items/{item_id}/self-service-requests", dependencies=[READ])
+async def list_self_service(ctx: Ctx, item_id: Id) -> dict[str, list[SelfServiceRequest]]:
+    async with ctx.uow() as uow:
+        await service.get_item(uow, item_id)
+        return {"items": await uow.requests.for_item(item_id)}

@@ -131,3 +131,52 @@ class PolicyRevision(BaseModel):
     token: str
     created_at: datetime
     candidates: list[dict[str, object]]
+
+
+class BlueprintPatch(Strict):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+
+
+class SelfServiceRequestIn(Strict):
+    enrollment_id: str = Field(min_length=1, max_length=200)
+    hours: int = Field(24, ge=1, le=24 * 14, description="Deadline from now, in hours")
+
+
+class SelfServiceRequest(BaseModel):
+    id: str
+    item_id: str
+    enrollment_id: str
+    requested_at: datetime
+    deadline: str
+    requested_by: str
+
+
+class PreviewIn(Strict):
+    os_version: str = Field(max_length=32)
+    build_version: str | None = Field(None, max_length=32)
+    supplemental_build_version: str | None = Field(None, max_length=32)
+    supplemental_extra_version: str | None = Field(None, max_length=8)
+    device_id: str | None = Field(None, max_length=64)
+    enrollment_id: str = Field("preview", min_length=1, max_length=200)
+
+    @field_validator("os_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        try:
+            parse_version(value)
+        except VersionError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class PreviewDeclaration(BaseModel):
+    declaration: dict[str, object]
+    reason: str
+
+
+class PreviewOut(BaseModel):
+    blueprint_id: str
+    revision: int | None
+    declarations_token: str
+    declarations: list[PreviewDeclaration]

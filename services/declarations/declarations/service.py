@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
-from declarations.compiler import compile_blueprint, policy_token
+from declarations.compiler import compile_item, policy_token, status_subscriptions_candidate
 from declarations.repository import DeclarationsUnitOfWork
 from declarations.schemas import (
     Blueprint,
     BlueprintIn,
+    BlueprintPatch,
     LibraryItem,
     LibraryItemIn,
     Minimum,
     PolicyRevision,
+    PreviewDeclaration,
+    PreviewIn,
+    PreviewOut,
+    SelfServiceRequest,
+    SelfServiceRequestIn,
     Specific,
 )
+from managed_os import ddm
 from managed_os.errors import Conflict, InvalidInput, NotFound
 from managed_os.events import PolicyPublished, ReleaseData, to_event
+from managed_os.manifest import build_manifest
+from managed_os.policy import Candidate, DeviceFacts, Policy
 from managed_os.versions import parse_version
 
 SOURCE = "/managed-os/declarations"
+
+
+# ---- blueprints -----------------------------------------------------------------------------
 
 
 async def create_blueprint(
@@ -28,19 +41,41 @@ async def create_blueprint(
 ) -> Blueprint:
     bp = Blueprint(id=str(uuid.uuid4()), created_at=now, updated_at=now, **data.model_dump())
     await uow.blueprints.add(bp)
-    await recompile(uow, bp.id, now)
+    await recompile(uow, [bp.id], now)
     return bp
 
 
-async def create_item(
-    uow: DeclarationsUnitOfWork, data: LibraryItemIn, now: datetime
-) -> LibraryItem:
-    ve, bsi = data.version_enforcement, data.bsi_enforcement
-    if ve.mode == "rolling" or bsi.mode == "automatic":
-        raise InvalidInput(
-            "rolling version enforcement and automatic BSI enforcement are not available yet; "
-            "use 'minimum', 'specific' or 'do_not_manage' with BSI mode 'none'"
-        )
+async def get_blueprint(uow: DeclarationsUnitOfWork, blueprint_id: str) -> Blueprint:
+    bp = await uow.blueprints.get(blueprint_id)
+    if bp is None:
+        raise NotFound(f"no blueprint {blueprint_id}")
+    return bp
+
+
+async def update_blueprint(
+    uow: DeclarationsUnitOfWork, blueprint_id: str, patch: BlueprintPatch, now: datetime
+) -> Blueprint:
+    bp = await get_blueprint(uow, blueprint_id)
+    changes = patch.model_dump(exclude_unset=True, exclude_none=True)
+    bp = bp.model_copy(update={**changes, "updated_at": now})
+    await uow.blueprints.save(bp)
+    return bp
+
+
+async def delete_blueprint(uow: DeclarationsUnitOfWork, blueprint_id: str, now: datetime) -> None:
+    """Unassign its items and publish an empty policy, so its Macs drop every declaration."""
+    await get_blueprint(uow, blueprint_id)
+    await uow.blueprints.delete(blueprint_id)
+    await _publish(uow, blueprint_id, [], now)
+
+
+# ---- library items --------------------------------------------------------------------------
+
+
+async def _validate(
+    uow: DeclarationsUnitOfWork, data: LibraryItemIn, item_id: str | None
+) -> list[str]:
+    ve = data.version_enforcement
     if isinstance(ve, Minimum | Specific):
         known = {
             parse_version(r.version)
@@ -54,12 +89,19 @@ async def create_item(
     if missing:
         raise InvalidInput(f"unknown blueprint ids: {sorted(missing)}")
     for bp in bp_ids:
-        other = await uow.items.holder(bp, data.major)
+        other = await uow.items.holder(bp, data.major, other_than=item_id)
         if other is not None:
             raise Conflict(
                 f"blueprint {bp} already has a macOS {data.major} item ({other})",
                 details={"blueprint_id": bp, "conflicting_item_id": other},
             )
+    return bp_ids
+
+
+async def create_item(
+    uow: DeclarationsUnitOfWork, data: LibraryItemIn, now: datetime
+) -> LibraryItem:
+    bp_ids = await _validate(uow, data, None)
     item = LibraryItem(
         id=str(uuid.uuid4()),
         upgrade_enforced_since=now if data.installation_method == "continuously_enforce" else None,
@@ -68,50 +110,204 @@ async def create_item(
         **{**data.model_dump(), "blueprint_ids": bp_ids},
     )
     await uow.items.add(item)
-    for bp in bp_ids:
-        await recompile(uow, bp, now)
+    await recompile(uow, bp_ids, now)
     return item
 
 
+async def get_item(uow: DeclarationsUnitOfWork, item_id: str) -> LibraryItem:
+    item = await uow.items.get(item_id)
+    if item is None:
+        raise NotFound(f"no library item {item_id}")
+    return item
+
+
+async def replace_item(
+    uow: DeclarationsUnitOfWork, item_id: str, data: LibraryItemIn, now: datetime
+) -> LibraryItem:
+    """PUT semantics. The major is part of what an item is: changing it is refused. Switching
+    upgrades on (continuously-enforce) starts the rolling upgrade window now."""
+    old = await get_item(uow, item_id)
+    if data.major != old.major:
+        raise InvalidInput(
+            f"an item's major cannot change ({old.major} → {data.major}); create a new item"
+        )
+    bp_ids = await _validate(uow, data, item_id)
+    enforcing = data.installation_method == "continuously_enforce"
+    since = (old.upgrade_enforced_since or now) if enforcing else None
+    item = LibraryItem(
+        id=item_id,
+        upgrade_enforced_since=since,
+        created_at=old.created_at,
+        updated_at=now,
+        **{**data.model_dump(), "blueprint_ids": bp_ids},
+    )
+    await uow.items.save(item)
+    await recompile(uow, sorted({*bp_ids, *old.blueprint_ids}), now)
+    return item
+
+
+async def delete_item(uow: DeclarationsUnitOfWork, item_id: str, now: datetime) -> None:
+    item = await get_item(uow, item_id)
+    await uow.items.delete(item_id)
+    await recompile(uow, item.blueprint_ids, now)
+
+
+async def request_self_service(
+    uow: DeclarationsUnitOfWork,
+    item_id: str,
+    data: SelfServiceRequestIn,
+    who: str,
+    now: datetime,
+) -> SelfServiceRequest:
+    """One Mac's user asked to upgrade: an upgrade enforcement for that Mac only, due in
+    `hours` (24 by default). The deadline is written in UTC: the server does not know the
+    Mac's time zone, and the Mac reads it as local time, so it lands within a day of it."""
+    item = await get_item(uow, item_id)
+    if item.installation_method != "self_service":
+        raise InvalidInput(
+            "self-service requests are for items with installation_method 'self_service'"
+        )
+    if not item.blueprint_ids:
+        raise InvalidInput("this item is not assigned to any blueprint")
+    due = (now + timedelta(hours=data.hours)).replace(tzinfo=None, microsecond=0)
+    request = SelfServiceRequest(
+        id=str(uuid.uuid4()),
+        item_id=item_id,
+        enrollment_id=data.enrollment_id,
+        requested_at=now,
+        deadline=due.isoformat(),
+        requested_by=who,
+    )
+    await uow.requests.add(request)
+    await recompile(uow, item.blueprint_ids, now)
+    return request
+
+
+# ---- compiling ------------------------------------------------------------------------------
+
+
 async def recompile(
-    uow: DeclarationsUnitOfWork, blueprint_id: str, now: datetime
-) -> PolicyRevision | None:
-    """Compile a blueprint; store and publish a new revision only if the policy changed."""
-    items = await uow.items.for_blueprint(blueprint_id)
-    releases: list[ReleaseData] = []
-    for major in sorted({i.major for i in items}):
-        releases.extend(await uow.releases.by_major(major))
-    candidates = compile_blueprint(items, releases)
-    token = policy_token(candidates)
-    latest = await uow.policies.latest(blueprint_id)
-    if latest is not None and latest.token == token:
-        return None
-    rev = PolicyRevision(
+    uow: DeclarationsUnitOfWork, blueprint_ids: Iterable[str], now: datetime
+) -> int:
+    """Compile these blueprints; store and publish a new revision for each one whose policy
+    changed. Returns how many changed. Reads are batched and each item is compiled once,
+    however many blueprints it is assigned to."""
+    ids = sorted(set(blueprint_ids))
+    if not ids:
+        return 0
+    items_by_bp = await uow.items.for_blueprints(ids)
+    items = {i.id: i for its in items_by_bp.values() for i in its}
+    releases = await uow.releases.by_majors({i.major for i in items.values()})
+    requests = await uow.requests.for_items(sorted(items)) if items else {}
+    by_major: dict[int, list[ReleaseData]] = {}
+    for rel in releases:
+        by_major.setdefault(rel.major, []).append(rel)
+    compiled: dict[str, list[Candidate]] = {
+        item.id: compile_item(
+            item,
+            by_major.get(item.major, []),
+            [
+                (r.enrollment_id, datetime.fromisoformat(r.deadline))
+                for r in requests.get(item.id, [])
+            ],
+        )
+        for item in items.values()
+    }
+    subscriptions = status_subscriptions_candidate()
+    policies = {
+        bp: [subscriptions, *(c for i in sorted(its, key=lambda i: i.id) for c in compiled[i.id])]
+        for bp, its in items_by_bp.items()
+    }
+    return await _publish_many(uow, policies, now)
+
+
+async def _publish(
+    uow: DeclarationsUnitOfWork, blueprint_id: str, candidates: list[Candidate], now: datetime
+) -> int:
+    return await _publish_many(uow, {blueprint_id: candidates}, now)
+
+
+async def _publish_many(
+    uow: DeclarationsUnitOfWork, policies: dict[str, list[Candidate]], now: datetime
+) -> int:
+    latest = await uow.policies.latest_tokens(list(policies))
+    revisions, events = [], []
+    for bp, candidates in policies.items():
+        token = policy_token(candidates)
+        revision, old_token = latest.get(bp, (0, None))
+        if token == old_token:
+            continue
+        revisions.append(
+            PolicyRevision(
+                blueprint_id=bp,
+                revision=revision + 1,
+                token=token,
+                created_at=now,
+                candidates=[c.model_dump(mode="json") for c in candidates],
+            )
+        )
+        event = PolicyPublished(
+            blueprint_id=bp, revision=revision + 1, token=token, candidates=candidates
+        )
+        events.append(to_event(event, source=SOURCE, subject=bp, time=now))
+    await uow.policies.add_many(revisions)
+    await uow.outbox.add_many(PolicyPublished.TOPIC, events)
+    return len(revisions)
+
+
+async def on_releases(
+    uow: DeclarationsUnitOfWork, releases: list[ReleaseData], now: datetime
+) -> int:
+    """Releases appeared or changed: update the view, recompile only the blueprints with an
+    item of an affected major. Returns how many policies changed."""
+    majors = {rel.major for rel in releases if await uow.releases.upsert(rel, now)}
+    affected: set[str] = set()
+    for major in majors:
+        affected.update(await uow.items.blueprints_with_major(major))
+    return await recompile(uow, affected, now)
+
+
+async def on_release(uow: DeclarationsUnitOfWork, release: ReleaseData, now: datetime) -> int:
+    return await on_releases(uow, [release], now)
+
+
+# ---- preview --------------------------------------------------------------------------------
+
+
+async def preview(uow: DeclarationsUnitOfWork, blueprint_id: str, device: PreviewIn) -> PreviewOut:
+    """Exactly what a Mac with these facts would be served (the device channel's own manifest
+    function over the latest revision), each declaration with the reason for it."""
+    await get_blueprint(uow, blueprint_id)
+    rev = await uow.policies.latest(blueprint_id)
+    policy = (
+        Policy(
+            blueprint_id=blueprint_id,
+            revision=rev.revision,
+            token=rev.token,
+            candidates=[Candidate.model_validate(c) for c in rev.candidates],
+        )
+        if rev
+        else None
+    )
+    facts = DeviceFacts(**device.model_dump())
+    manifest = build_manifest(policy, facts)
+    reasons = {
+        c.identifier: c.enforcement.reason
+        for c in (policy.select(facts) if policy else [])
+        if c.enforcement
+    }
+    out = []
+    for decl in manifest.declarations:
+        if decl.type == ddm.STATUS_SUBSCRIPTIONS:
+            why = "always: the status the suite needs to judge updates"
+        elif decl.type == ddm.ACTIVATION_SIMPLE:
+            why = "activates the configurations above"
+        else:
+            why = reasons.get(decl.identifier, "")
+        out.append(PreviewDeclaration(declaration=decl.to_json(), reason=why))
+    return PreviewOut(
         blueprint_id=blueprint_id,
-        revision=(latest.revision + 1) if latest else 1,
-        token=token,
-        created_at=now,
-        candidates=[c.model_dump(mode="json") for c in candidates],
+        revision=rev.revision if rev else None,
+        declarations_token=manifest.token,
+        declarations=out,
     )
-    await uow.policies.add(rev)
-    event = PolicyPublished(
-        blueprint_id=blueprint_id, revision=rev.revision, token=token, candidates=candidates
-    )
-    await uow.outbox.add(
-        event.TOPIC, to_event(event, source=SOURCE, subject=blueprint_id, time=now)
-    )
-    return rev
-
-
-async def on_release(uow: DeclarationsUnitOfWork, release: ReleaseData, now: datetime) -> None:
-    """A release appeared or changed: update the view, recompile the blueprints it affects."""
-    await uow.releases.upsert(release, now)
-    for bp in await uow.items.blueprints_with_major(release.major):
-        await recompile(uow, bp, now)
-
-
-async def get_blueprint(uow: DeclarationsUnitOfWork, blueprint_id: str) -> Blueprint:
-    bp = await uow.blueprints.get(blueprint_id)
-    if bp is None:
-        raise NotFound(f"no blueprint {blueprint_id}")
-    return bp

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from device_channel.manifest import Manifest, build_manifest
 from device_channel.repository import Device, DeviceChannelUnitOfWork
 from managed_os import ddm
 from managed_os.errors import MalformedRequest, NotFound
@@ -16,6 +15,7 @@ from managed_os.events import (
     SoftwareUpdateState,
     to_event,
 )
+from managed_os.manifest import Manifest, build_manifest
 from managed_os.policy import DeviceFacts, Policy
 
 SOURCE = "/managed-os/device-channel"

@@ -10,6 +10,7 @@ import pytest
 
 from catalog.feeds import parse_gdmf
 from declarations import service
+from managed_os.clock import FixedClock
 from tests.support.apps import bearer, service_client
 
 FEED = (
@@ -33,7 +34,8 @@ def load_catalog(client) -> None:
 
 @pytest.fixture
 def client(tmp_path):
-    with service_client("declarations", tmp_path) as c:
+    clock = FixedClock(datetime(2026, 8, 25, tzinfo=UTC))
+    with service_client("declarations", tmp_path, clock=clock) as c:
         load_catalog(c)
         yield c
 
@@ -164,3 +166,106 @@ def test_replaying_the_same_catalog_stores_no_revision(client):
         f"/v1/blueprints/{bp}/policy/revisions", headers=bearer("declarations:read")
     )
     assert len(revisions.json()["items"]) == 2
+
+
+def rolling_item(bp: str, **over) -> dict:
+    return item(bp, version_enforcement={"mode": "rolling", "within": "2w", "at": "09:00"}, **over)
+
+
+def test_preview_shows_exactly_what_a_mac_gets_with_the_reason(client):
+    bp = blueprint(client)
+    client.post("/v1/library-items", json=rolling_item(bp), headers=W)
+    r = bearer("declarations:read")
+    behind = client.post(
+        f"/v1/blueprints/{bp}/preview",
+        headers=r,
+        json={"os_version": "26.5.2", "device_id": "J514mAP"},
+    ).json()
+    types = [d["declaration"]["Type"] for d in behind["declarations"]]
+    assert types == [
+        "com.apple.configuration.management.status-subscriptions",
+        "com.apple.configuration.softwareupdate.enforcement.specific",
+        "com.apple.activation.simple",
+    ]
+    enforcement = behind["declarations"][1]
+    assert enforcement["declaration"]["Payload"]["TargetOSVersion"] == "26.6.2"
+    assert enforcement["reason"].startswith(
+        "26.6 released 2026-07-27 + 2w → due 2026-08-10 09:00 local"
+    )
+    current = client.post(
+        f"/v1/blueprints/{bp}/preview", headers=r, json={"os_version": "26.6.2"}
+    ).json()
+    assert [d["declaration"]["Type"] for d in current["declarations"]] == types[::2]
+    assert current["declarations_token"] != behind["declarations_token"]
+    bad = client.post(f"/v1/blueprints/{bp}/preview", headers=r, json={"os_version": "soon"})
+    assert bad.status_code == 422
+
+
+def test_put_replaces_an_item_and_recompiles_old_and_new_blueprints(client):
+    a, b = blueprint(client), blueprint(client)
+    created = client.post("/v1/library-items", json=item(a), headers=W).json()
+    moved = client.put(f"/v1/library-items/{created['id']}", json=rolling_item(b), headers=W)
+    assert moved.status_code == 200
+    assert moved.json()["blueprint_ids"] == [b]
+    assert moved.json()["upgrade_enforced_since"] == created["upgrade_enforced_since"]
+    r = bearer("declarations:read")
+    policy_a = client.get(f"/v1/blueprints/{a}/policy", headers=r).json()
+    policy_b = client.get(f"/v1/blueprints/{b}/policy", headers=r).json()
+    assert len(policy_a["candidates"]) == 1  # only the status subscriptions left
+    assert len(policy_b["candidates"]) > 5
+    other_major = client.put(
+        f"/v1/library-items/{created['id']}", json={**rolling_item(b), "major": 15}, headers=W
+    )
+    assert other_major.status_code == 422 and "cannot change" in other_major.text
+
+
+def test_deleting_an_item_or_a_blueprint_unpublishes_its_declarations(client):
+    bp = blueprint(client)
+    created = client.post("/v1/library-items", json=item(bp), headers=W).json()
+    assert client.delete(f"/v1/library-items/{created['id']}", headers=W).status_code == 204
+    assert client.get(f"/v1/library-items/{created['id']}", headers=W).status_code == 404
+    r = bearer("declarations:read")
+    assert len(client.get(f"/v1/blueprints/{bp}/policy", headers=r).json()["candidates"]) == 1
+    assert client.delete(f"/v1/blueprints/{bp}", headers=W).status_code == 204
+    assert client.get(f"/v1/blueprints/{bp}", headers=r).status_code == 404
+    assert client.delete(f"/v1/blueprints/{bp}", headers=W).status_code == 404
+
+
+def test_patch_renames_a_blueprint_and_refuses_unknown_fields(client):
+    bp = blueprint(client)
+    renamed = client.patch(f"/v1/blueprints/{bp}", json={"name": "Sales"}, headers=W)
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Sales"
+    assert client.patch(f"/v1/blueprints/{bp}", json={"owner": "x"}, headers=W).status_code == 422
+
+
+def test_a_self_service_request_gives_one_mac_an_upgrade_and_is_kept_for_audit(client):
+    bp = blueprint(client)
+    created = client.post(
+        "/v1/library-items",
+        headers=W,
+        json=rolling_item(bp, installation_method="self_service"),
+    ).json()
+    url = f"/v1/library-items/{created['id']}/self-service-requests"
+    req = client.post(url, json={"enrollment_id": "MAC-42"}, headers=W)
+    assert req.status_code == 201
+    assert req.json()["deadline"] == "2026-08-26T00:00:00"  # now (2026-08-25 00:00 UTC) + 24 h
+    r = bearer("declarations:read")
+    assert [x["enrollment_id"] for x in client.get(url, headers=r).json()["items"]] == ["MAC-42"]
+    preview = client.post(
+        f"/v1/blueprints/{bp}/preview",
+        headers=r,
+        json={"os_version": "15.7.9", "enrollment_id": "MAC-42"},
+    ).json()
+    payloads = [
+        d["declaration"]["Payload"]
+        for d in preview["declarations"]
+        if "TargetOSVersion" in d["declaration"]["Payload"]
+    ]
+    assert payloads == [{"TargetOSVersion": "26.6.2", "TargetLocalDateTime": "2026-08-26T00:00:00"}]
+    enforced = client.post("/v1/library-items", json=item(blueprint(client)), headers=W).json()
+    refused = client.post(
+        f"/v1/library-items/{enforced['id']}/self-service-requests",
+        json={"enrollment_id": "MAC-1"},
+        headers=W,
+    )
+    assert refused.status_code == 422

@@ -52,14 +52,19 @@ async def bootstrap(
     token = auth.issue_token(
         settings.auth_secret.get_secret_value(), ["catalog:read"], subject="declarations"
     )
+    delay = settings.bootstrap_retry_seconds
     async with httpx.AsyncClient(timeout=30, transport=transport) as client:
         while True:
             try:
                 releases = await fetch_catalog(client, settings.catalog_url, token)
-                break
+                if releases:
+                    break
+                error = "the catalog lists no releases yet (first sync still running?)"
             except (httpx.HTTPError, ValueError, KeyError) as exc:
-                log.warning("catalog bootstrap failed; retrying", extra={"error": str(exc)})
-                await asyncio.sleep(settings.bootstrap_retry_seconds)
+                error = str(exc)
+            log.warning("catalog bootstrap failed; retrying", extra={"error": error})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 300)
     uow = uow_factory()
     async with uow:
         changed = await service.on_releases(uow, releases, clock.now())

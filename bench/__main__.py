@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from bench import catalog_sync, ddm_sync
+from bench import catalog_sync, ddm_sync, recompile
 
 
 def main() -> None:
     asyncio.run(catalog_sync.main())
+    print()
+    asyncio.run(recompile.main())
     print()
     asyncio.run(ddm_sync.main())
 

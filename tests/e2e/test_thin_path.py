@@ -173,8 +173,6 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
         assert done.json()["os_version"] == "26.6.2"
         after = (await mac.get("declaration-items")).json()
         assert after["DeclarationsToken"] != items["DeclarationsToken"]
-        assert not any(
-            ".u." in c["Identifier"] for c in after["Declarations"]["Configurations"]
-        )
+        assert not any(".u." in c["Identifier"] for c in after["Declarations"]["Configurations"])
         summary = (await http.get(f"{cp}/v1/summary", headers=admin)).json()
         assert summary["counts"]["up_to_date"] == 1

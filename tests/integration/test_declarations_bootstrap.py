@@ -21,8 +21,11 @@ async def test_a_fresh_declarations_service_learns_every_release_from_the_catalo
         **common, port=catalog_port, database_url=f"sqlite+aiosqlite:///{tmp_path}/c.db"
     )
     declarations = load_spec("declarations").settings_cls(
-        **common, port=declarations_port, database_url=f"sqlite+aiosqlite:///{tmp_path}/d.db",
-        catalog_url=f"http://127.0.0.1:{catalog_port}", bootstrap_retry_seconds=0.2,
+        **common,
+        port=declarations_port,
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/d.db",
+        catalog_url=f"http://127.0.0.1:{catalog_port}",
+        bootstrap_retry_seconds=0.2,
     )
     token = auth.issue_token(SECRET, auth.ALL_SCOPES)
     headers = {"Authorization": f"Bearer {token}"}
@@ -31,9 +34,15 @@ async def test_a_fresh_declarations_service_learns_every_release_from_the_catalo
         base = suite.urls["declarations"]
         bp = (await http.post(f"{base}/v1/blueprints", json={"name": "b"}, headers=headers)).json()
         item = {
-            "major": 26, "blueprint_ids": [bp["id"]], "installation_method": "continuously_enforce",
-            "version_enforcement": {"mode": "minimum", "version": "26.5", "deadline": "2026-09-01",
-                                    "at": "17:00"},
+            "major": 26,
+            "blueprint_ids": [bp["id"]],
+            "installation_method": "continuously_enforce",
+            "version_enforcement": {
+                "mode": "minimum",
+                "version": "26.5",
+                "deadline": "2026-09-01",
+                "at": "17:00",
+            },
         }
         # The catalog is not up yet: the item cannot be validated against it.
         early = await http.post(f"{base}/v1/library-items", json=item, headers=headers)
@@ -45,7 +54,8 @@ async def test_a_fresh_declarations_service_learns_every_release_from_the_catalo
                     if r.status_code == 201:
                         break
                     await asyncio.sleep(0.2)
-            policy = (await http.get(f"{base}/v1/blueprints/{bp['id']}/policy",
-                                     headers=headers)).json()
+            policy = (
+                await http.get(f"{base}/v1/blueprints/{bp['id']}/policy", headers=headers)
+            ).json()
     targets = {c["declaration"]["Payload"].get("TargetOSVersion") for c in policy["candidates"]}
     assert "26.6.2" in targets

@@ -228,7 +228,8 @@ class PolicyRepository:
 
     async def add_many(self, revisions: list[PolicyRevision]) -> None:
         if revisions:
-            await self.conn.execute(insert(policy_revisions), [r.model_dump() for r in revisions])
+            # Fields as they are (the candidates are JSON documents already; no second dump).
+            await self.conn.execute(insert(policy_revisions), [dict(r) for r in revisions])
 
 
 class ReleaseView:

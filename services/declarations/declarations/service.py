@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
-from declarations.compiler import compile_item, policy_token, status_subscriptions_candidate
+from declarations.compiler import status_subscriptions_candidate
+from declarations.compiler.compile import Compiler, token_of
 from declarations.repository import DeclarationsUnitOfWork
 from declarations.schemas import (
     Blueprint,
@@ -24,8 +26,9 @@ from declarations.schemas import (
     Specific,
 )
 from managed_os import ddm
+from managed_os.cloudevents import CloudEvent
 from managed_os.errors import Conflict, InvalidInput, NotFound
-from managed_os.events import PolicyPublished, ReleaseData, to_event
+from managed_os.events import PolicyPublished, ReleaseData
 from managed_os.manifest import build_manifest
 from managed_os.policy import Candidate, DeviceFacts, Policy
 from managed_os.versions import parse_version
@@ -199,13 +202,10 @@ async def recompile(
     items = {i.id: i for its in items_by_bp.values() for i in its}
     releases = await uow.releases.by_majors({i.major for i in items.values()})
     requests = await uow.requests.for_items(sorted(items)) if items else {}
-    by_major: dict[int, list[ReleaseData]] = {}
-    for rel in releases:
-        by_major.setdefault(rel.major, []).append(rel)
-    compiled: dict[str, list[Candidate]] = {
-        item.id: compile_item(
+    compiler = Compiler(releases)
+    compiled: dict[str, list[dict[str, Any]]] = {
+        item.id: compiler.item_docs(
             item,
-            by_major.get(item.major, []),
             [
                 (r.enrollment_id, datetime.fromisoformat(r.deadline))
                 for r in requests.get(item.id, [])
@@ -213,7 +213,7 @@ async def recompile(
         )
         for item in items.values()
     }
-    subscriptions = status_subscriptions_candidate()
+    subscriptions = status_subscriptions_candidate().model_dump(mode="json")
     policies = {
         bp: [subscriptions, *(c for i in sorted(its, key=lambda i: i.id) for c in compiled[i.id])]
         for bp, its in items_by_bp.items()
@@ -222,34 +222,37 @@ async def recompile(
 
 
 async def _publish(
-    uow: DeclarationsUnitOfWork, blueprint_id: str, candidates: list[Candidate], now: datetime
+    uow: DeclarationsUnitOfWork, blueprint_id: str, candidates: list[dict[str, Any]], now: datetime
 ) -> int:
     return await _publish_many(uow, {blueprint_id: candidates}, now)
 
 
 async def _publish_many(
-    uow: DeclarationsUnitOfWork, policies: dict[str, list[Candidate]], now: datetime
+    uow: DeclarationsUnitOfWork, policies: dict[str, list[dict[str, Any]]], now: datetime
 ) -> int:
+    """Store and publish a revision for each policy (candidate documents, in order) whose
+    token moved."""
     latest = await uow.policies.latest_tokens(list(policies))
     revisions, events = [], []
-    for bp, candidates in policies.items():
-        token = policy_token(candidates)
+    for bp, docs in policies.items():
+        token = token_of(docs)
         revision, old_token = latest.get(bp, (0, None))
         if token == old_token:
             continue
         revisions.append(
-            PolicyRevision(
+            PolicyRevision.model_construct(
                 blueprint_id=bp,
                 revision=revision + 1,
                 token=token,
                 created_at=now,
-                candidates=[c.model_dump(mode="json") for c in candidates],
+                candidates=docs,
             )
         )
-        event = PolicyPublished(
-            blueprint_id=bp, revision=revision + 1, token=token, candidates=candidates
+        # The event's data is the same document: PolicyPublished's fields, already dumped.
+        data = {"blueprint_id": bp, "revision": revision + 1, "token": token, "candidates": docs}
+        events.append(
+            CloudEvent(type=PolicyPublished.TYPE, source=SOURCE, subject=bp, data=data, time=now)
         )
-        events.append(to_event(event, source=SOURCE, subject=bp, time=now))
     await uow.policies.add_many(revisions)
     await uow.outbox.add_many(PolicyPublished.TOPIC, events)
     return len(revisions)

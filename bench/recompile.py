@@ -37,7 +37,7 @@ FEEDS = Path(__file__).resolve().parents[1] / "tests" / "data" / "feeds"
 NOW = datetime(2026, 8, 17, 18, tzinfo=UTC)
 
 
-def releases():  # type: ignore[no-untyped-def]
+def releases():
     return merge_sources(
         parse_gdmf((FEEDS / "gdmf_pmv_2026-08-22_sofa_cache.json").read_bytes()),
         parse_sofa((FEEDS / "sofa_v2_macos_data_feed.json").read_bytes()).releases,

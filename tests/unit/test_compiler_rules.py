@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,7 +75,7 @@ def mac(version, build="X", device="J514mAP", extra=None, enrollment="MAC-1") ->
     )
 
 
-def got(p: Policy, facts: DeviceFacts) -> list[tuple[str, str, str | None, str]]:
+def got(p: Policy, facts: DeviceFacts) -> list[tuple[Any, ...]]:
     """(kind, TargetOSVersion, TargetBuildVersion, TargetLocalDateTime) per enforcement."""
     out = []
     for c in p.select(facts):

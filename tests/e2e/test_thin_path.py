@@ -22,7 +22,7 @@ NOW = datetime(2026, 8, 25, 12, 0, tzinfo=UTC)
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], timeout: float = 60
+    probe: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], timeout: float = 120
 ) -> Any:
     """Poll `probe` until `ok(result)`; the services are eventually consistent via the bus."""
     async with asyncio.timeout(timeout):
@@ -160,7 +160,11 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
         cp = urls["compliance"]
         pending = await eventually(
             lambda: http.get(f"{cp}/v1/devices/MAC-0001", headers=admin),
-            lambda r: r.status_code == 200 and r.json()["state"] == "pending",
+            lambda r: (
+                r.status_code == 200
+                and r.json()["state"] == "pending"
+                and r.json()["target_version"] == "26.6.2"
+            ),
         )
         assert pending.json()["target_version"] == "26.6.2"
 

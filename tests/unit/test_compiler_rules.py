@@ -254,3 +254,74 @@ def test_the_policy_does_not_depend_on_the_clock_or_input_order():
 )
 def test_within_arithmetic(start, within, due):
     assert add_within(start, within) == due
+
+
+def test_a_mac_whose_board_id_is_unknown_is_never_sent_a_one_model_release():
+    p = policy(item(ROLLING, bsi=BSI), MARCH)
+    # 26.3.2 existed only for the MacBook Neo; an unidentified Mac on 26.3.1 gets the BSI.
+    assert got(p, mac("26.3.1", "25D2128", device=None)) == [
+        ("bsi", "26.3.1", "25D771280a", "2026-03-19T17:00:00")
+    ]
+    assert got(p, mac("15.7.5", device=None))[0][1] == "26.3.1"
+
+
+def test_builds_with_as_many_devices_do_not_make_the_policy_depend_on_input_order():
+    from managed_os.events import ReleaseData
+
+    def rel(build: str, boards: list[str]) -> ReleaseData:
+        return ReleaseData(
+            version="26.1",
+            build=build,
+            kind="update",
+            major=26,
+            release_date=date(2025, 11, 3),
+            supported_devices=boards,
+            devices_known=True,
+        )
+
+    twins = [rel("25B1", ["A", "B"]), rel("25B2", ["C", "D"])]
+    spec = item({"mode": "specific", "version": "26.1", "deadline": "2026-01-01", "at": "09:00"})
+    assert policy_token(compile_blueprint([spec], twins)) == policy_token(
+        compile_blueprint([spec], list(reversed(twins)))
+    )
+
+
+def test_a_release_without_a_date_leaves_no_mac_without_a_deadline():
+    from managed_os.events import ReleaseData
+
+    def rel(version: str, day: date | None) -> ReleaseData:
+        return ReleaseData(
+            version=version,
+            build=None,
+            kind="update",
+            major=26,
+            release_date=day,
+            supported_devices=["J514mAP"],
+            devices_known=True,
+        )
+
+    releases = [rel("26.0", date(2025, 9, 15)), rel("26.1", None), rel("26.2", date(2025, 12, 12))]
+    p = policy(item(ROLLING), releases)
+    assert got(p, mac("26.0")) == [("update", "26.2", None, "2025-12-26T09:00:00")]
+    assert got(p, mac("26.0.1")) == [("update", "26.2", None, "2025-12-26T09:00:00")]
+
+
+def test_a_mac_asking_twice_gets_one_self_service_declaration_the_newest():
+    from declarations.schemas import SelfServiceRequest
+    from declarations.service import _live_requests
+
+    def req(n: int, deadline: str) -> SelfServiceRequest:
+        return SelfServiceRequest(
+            id=str(n),
+            item_id=ITEM_ID,
+            enrollment_id="MAC-1",
+            requested_at=SINCE,
+            deadline=deadline,
+            requested_by="api",
+        )
+
+    live = _live_requests([req(1, "2026-08-26T00:00:00"), req(2, "2026-08-26T03:00:00")])
+    p = policy(item(SPECIFIC, "self_service"), requests={ITEM_ID: live})
+    assert got(p, mac("15.7.9", enrollment="MAC-1")) == [
+        ("self_service", "26.5.1", "25F80", "2026-08-26T03:00:00")
+    ]

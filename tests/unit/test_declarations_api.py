@@ -269,3 +269,75 @@ def test_a_self_service_request_gives_one_mac_an_upgrade_and_is_kept_for_audit(c
         headers=W,
     )
     assert refused.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "deadline", [1788220800, "2026-09-01T00:00:00", "0001-01-01", "01/09/2026"]
+)
+def test_a_deadline_that_is_not_a_plain_date_is_refused(client, deadline):
+    body = item(
+        blueprint(client),
+        version_enforcement={
+            "mode": "minimum",
+            "version": "26.5",
+            "deadline": deadline,
+            "at": "17:00",
+        },
+    )
+    response = client.post("/v1/library-items", json=body, headers=W)
+    assert response.status_code == 422
+    assert "deadline" in response.text
+
+
+def test_a_specific_version_apple_no_longer_offers_is_refused(client):
+    ctx = client.app.state.ctx
+    old = parse_gdmf(FEED.read_bytes())[0].model_copy(
+        update={"version": "26.5", "build": "25F71", "listed_by_apple": False, "major": 26}
+    )
+
+    async def put() -> None:
+        async with ctx.uow() as uow:
+            await service.on_release(uow, old, datetime(2026, 8, 25, tzinfo=UTC))
+            await uow.commit()
+
+    client.portal.call(put)
+    body = item(
+        blueprint(client),
+        version_enforcement={
+            "mode": "specific",
+            "version": "26.5",
+            "deadline": "2026-09-01",
+            "at": "17:00",
+        },
+    )
+    response = client.post("/v1/library-items", json=body, headers=W)
+    assert response.status_code == 422
+    assert "no longer offers" in response.json()["error"]["message"]
+
+
+def test_self_service_requests_outlive_their_item_for_audit(client):
+    bp = blueprint(client)
+    created = client.post(
+        "/v1/library-items", headers=W, json=rolling_item(bp, installation_method="self_service")
+    ).json()
+    url = f"/v1/library-items/{created['id']}/self-service-requests"
+    client.post(url, json={"enrollment_id": "MAC-1"}, headers=W)
+    client.app.state.ctx.clock.at = datetime(2026, 8, 25, 1, tzinfo=UTC)  # an hour later
+    client.post(url, json={"enrollment_id": "MAC-1", "hours": 3}, headers=W)
+    preview = client.post(
+        f"/v1/blueprints/{bp}/preview",
+        headers=W,
+        json={"os_version": "15.7.9", "enrollment_id": "MAC-1"},
+    ).json()
+    enforcing = [
+        d for d in preview["declarations"] if "TargetOSVersion" in d["declaration"]["Payload"]
+    ]
+    assert len(enforcing) == 1  # the newest request replaces the older one
+    assert enforcing[0]["declaration"]["Payload"]["TargetLocalDateTime"] == "2026-08-25T04:00:00"
+    client.delete(f"/v1/library-items/{created['id']}", headers=W)
+
+    async def audit() -> int:
+        async with client.app.state.ctx.uow() as uow:
+            return len(await uow.requests.for_item(created["id"]))
+
+    assert client.portal.call(audit) == 2

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from declarations import service
 from declarations.repository import DeclarationsUnitOfWork
@@ -41,6 +42,15 @@ async def fetch_catalog(client: httpx.AsyncClient, base: str, token: str) -> lis
             return releases
 
 
+async def _catalog_ready(client: httpx.AsyncClient, base: str, token: str) -> bool:
+    response = await client.get(
+        f"{base.rstrip('/')}/v1/sources", headers={"Authorization": f"Bearer {token}"}
+    )
+    response.raise_for_status()
+    sources = response.json()["items"]
+    return bool(sources) and all(s.get("last_success") for s in sources)
+
+
 async def bootstrap(
     settings: DeclarationsSettings,
     uow_factory: Callable[[], DeclarationsUnitOfWork],
@@ -54,21 +64,24 @@ async def bootstrap(
     )
     delay = settings.bootstrap_retry_seconds
     async with httpx.AsyncClient(timeout=30, transport=transport) as client:
-        while True:
+        for attempt in range(1, 1_000_000):
             try:
+                # Until every catalog source has synced once, the list is partial (GDMF's 17
+                # releases before SOFA's 129): wait, but not forever for a source that fails.
+                if attempt <= 10 and not await _catalog_ready(client, settings.catalog_url, token):
+                    raise ValueError("the catalog has not synced all its sources yet")
                 releases = await fetch_catalog(client, settings.catalog_url, token)
-                if releases:
-                    break
-                error = "the catalog lists no releases yet (first sync still running?)"
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                error = str(exc)
-            log.warning("catalog bootstrap failed; retrying", extra={"error": error})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 300)
-    uow = uow_factory()
-    async with uow:
-        changed = await service.on_releases(uow, releases, clock.now())
-        await uow.commit()
+                if not releases:
+                    raise ValueError("the catalog lists no releases yet")
+                uow = uow_factory()
+                async with uow:
+                    changed = await service.on_releases(uow, releases, clock.now())
+                    await uow.commit()
+                break
+            except (httpx.HTTPError, ValueError, KeyError, SQLAlchemyError) as exc:
+                log.warning("catalog bootstrap failed; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300)
     log.info(
         "release view rebuilt from the catalog",
         extra={"releases": len(releases), "policies_changed": changed},

@@ -88,13 +88,7 @@ self_service_requests = Table(
     "self_service_requests",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column(
-        "item_id",
-        String(36),
-        ForeignKey("library_items.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    Column("item_id", String(36), nullable=False, index=True),  # no FK: the audit outlives it
     Column("enrollment_id", String(200), nullable=False),
     Column("requested_at", UtcDateTime, nullable=False),
     Column("deadline", String(19), nullable=False),  # device-local YYYY-MM-DDTHH:MM:SS

@@ -43,6 +43,18 @@ class BlueprintRepository:
         rows = await self.conn.execute(select(blueprints).order_by(blueprints.c.created_at))
         return [Blueprint.model_validate(dict(r._mapping)) for r in rows]
 
+    async def lock(self, ids: list[str]) -> None:
+        """Take these blueprints' rows for this transaction (PostgreSQL; in id order, so two
+        writers never deadlock): their items, assignments and revisions change one writer at
+        a time. SQLite serialises writers by itself."""
+        if ids and self.conn.dialect.name == "postgresql":
+            await self.conn.execute(
+                select(blueprints.c.id)
+                .where(blueprints.c.id.in_(sorted(ids)))
+                .order_by(blueprints.c.id)
+                .with_for_update()
+            )
+
     async def existing_ids(self, ids: list[str]) -> set[str]:
         rows = await self.conn.execute(select(blueprints.c.id).where(blueprints.c.id.in_(ids)))
         return {r.id for r in rows}
@@ -74,10 +86,8 @@ class ItemRepository:
         await self._assign(item)
 
     async def delete(self, item_id: str) -> None:
+        # Self-service requests stay: they are the audit trail, and outlive the item.
         await self.conn.execute(delete(assignments).where(assignments.c.item_id == item_id))
-        await self.conn.execute(
-            delete(self_service_requests).where(self_service_requests.c.item_id == item_id)
-        )
         await self.conn.execute(delete(library_items).where(library_items.c.id == item_id))
 
     @staticmethod

@@ -12,6 +12,7 @@ from managed_os.versions import VersionError, parse_version
 
 WITHIN = Literal["1d", "2d", "1w", "2w", "3w", "1mo", "2mo", "3mo"]
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class Strict(BaseModel):
@@ -42,6 +43,19 @@ class Pinned(Strict):
     at: str
 
     _at = field_validator("at")(_check_at)
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _iso_date(cls, value: object) -> object:
+        if isinstance(value, date) and not isinstance(value, datetime):
+            text = value.isoformat()  # already a date (built in code, or read back)
+        elif isinstance(value, str) and _DATE.fullmatch(value):
+            text = value
+        else:
+            raise ValueError(f"deadline must be a date written YYYY-MM-DD, got {value!r}")
+        if not 2000 <= int(text[:4]) <= 2100:
+            raise ValueError(f"deadline {text} is not a plausible date")
+        return value
 
     @field_validator("version")
     @classmethod

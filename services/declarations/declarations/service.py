@@ -68,6 +68,7 @@ async def update_blueprint(
 async def delete_blueprint(uow: DeclarationsUnitOfWork, blueprint_id: str, now: datetime) -> None:
     """Unassign its items and publish an empty policy, so its Macs drop every declaration."""
     await get_blueprint(uow, blueprint_id)
+    await uow.blueprints.lock([blueprint_id])
     await uow.blueprints.delete(blueprint_id)
     await _publish(uow, blueprint_id, [], now)
 
@@ -80,13 +81,19 @@ async def _validate(
 ) -> list[str]:
     ve = data.version_enforcement
     if isinstance(ve, Minimum | Specific):
-        known = {
-            parse_version(r.version)
+        wanted = parse_version(ve.version)
+        same = [
+            r
             for r in await uow.releases.by_major(data.major)
-            if r.kind != "bsi"
-        }
-        if parse_version(ve.version) not in known:
+            if r.kind != "bsi" and parse_version(r.version) == wanted
+        ]
+        if not same:
             raise InvalidInput(f"macOS {ve.version} is not a release the catalog knows")
+        if isinstance(ve, Specific) and all(r.listed_by_apple is False for r in same):
+            raise InvalidInput(
+                f"Apple no longer offers macOS {ve.version} (GDMF does not list it): a Mac "
+                "could not install it; pick a version Apple still signs"
+            )
     bp_ids = sorted(set(data.blueprint_ids))
     missing = set(bp_ids) - await uow.blueprints.existing_ids(bp_ids)
     if missing:
@@ -104,6 +111,7 @@ async def _validate(
 async def create_item(
     uow: DeclarationsUnitOfWork, data: LibraryItemIn, now: datetime
 ) -> LibraryItem:
+    await uow.blueprints.lock(sorted(set(data.blueprint_ids)))
     bp_ids = await _validate(uow, data, None)
     item = LibraryItem(
         id=str(uuid.uuid4()),
@@ -130,6 +138,7 @@ async def replace_item(
     """PUT semantics. The major is part of what an item is: changing it is refused. Switching
     upgrades on (continuously-enforce) starts the rolling upgrade window now."""
     old = await get_item(uow, item_id)
+    await uow.blueprints.lock(sorted({*data.blueprint_ids, *old.blueprint_ids}))
     if data.major != old.major:
         raise InvalidInput(
             f"an item's major cannot change ({old.major} → {data.major}); create a new item"
@@ -151,6 +160,7 @@ async def replace_item(
 
 async def delete_item(uow: DeclarationsUnitOfWork, item_id: str, now: datetime) -> None:
     item = await get_item(uow, item_id)
+    await uow.blueprints.lock(item.blueprint_ids)
     await uow.items.delete(item_id)
     await recompile(uow, item.blueprint_ids, now)
 
@@ -198,19 +208,14 @@ async def recompile(
     ids = sorted(set(blueprint_ids))
     if not ids:
         return 0
+    await uow.blueprints.lock(ids)
     items_by_bp = await uow.items.for_blueprints(ids)
     items = {i.id: i for its in items_by_bp.values() for i in its}
     releases = await uow.releases.by_majors({i.major for i in items.values()})
     requests = await uow.requests.for_items(sorted(items)) if items else {}
     compiler = Compiler(releases)
     compiled: dict[str, list[dict[str, Any]]] = {
-        item.id: compiler.item_docs(
-            item,
-            [
-                (r.enrollment_id, datetime.fromisoformat(r.deadline))
-                for r in requests.get(item.id, [])
-            ],
-        )
+        item.id: compiler.item_docs(item, _live_requests(requests.get(item.id, [])))
         for item in items.values()
     }
     subscriptions = status_subscriptions_candidate().model_dump(mode="json")
@@ -219,6 +224,12 @@ async def recompile(
         for bp, its in items_by_bp.items()
     }
     return await _publish_many(uow, policies, now)
+
+
+def _live_requests(requests: list[SelfServiceRequest]) -> list[tuple[str, datetime]]:
+    """A Mac's newest request replaces its older ones (all stay in the audit trail)."""
+    newest = {r.enrollment_id: r for r in requests}  # oldest first, so the last one wins
+    return sorted((eid, datetime.fromisoformat(r.deadline)) for eid, r in newest.items())
 
 
 async def _publish(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from declarations.compiler.support import Board, MajorView
 from declarations.compiler.timing import add_within, at_local, shown
@@ -85,7 +85,7 @@ def rolling(item: LibraryItem, view: MajorView, ve: Rolling) -> Iterable[tuple[R
                     ),
                     boards,
                 )
-            previous = anchor
+                previous = anchor  # an undated release is no anchor: its window joins the next
 
 
 def minimum(item: LibraryItem, view: MajorView, ve: Minimum) -> Iterable[tuple[Rule, list[Board]]]:
@@ -173,7 +173,7 @@ def self_service(
                 yield (
                     Rule(
                         "self_service",
-                        *_to(target, False),
+                        *_to(target, isinstance(item.version_enforcement, Specific)),
                         due,
                         reason,
                         older,
@@ -201,7 +201,9 @@ def bsi(
         if not candidates:
             continue
         newest = max(candidates, key=lambda b: (b.extra or "", b.build or ""))
-        released = newest.release_date or date.min + timedelta(days=1)
+        released = newest.release_date
+        if released is None:
+            continue  # no date, no deadline: it waits for the catalog to learn one
         due = at_local(add_within(released, within), at)
         letter = (newest.extra or "").strip("()")
         reason = (

@@ -28,7 +28,9 @@ class MajorView:
     @cached_property
     def updates(self) -> list[ReleaseData]:
         ups = [r for r in self.releases if r.major == self.major and r.kind != "bsi"]
-        return sorted(ups, key=lambda r: (self.version(r), -len(r.supported_devices)))
+        return sorted(
+            ups, key=lambda r: (self.version(r), -len(r.supported_devices), r.build or "")
+        )
 
     @cached_property
     def _versions(self) -> dict[int, OSVersion]:
@@ -50,9 +52,15 @@ class MajorView:
     def _device_sets(self) -> dict[int, frozenset[str]]:
         return {id(r): frozenset(r.supported_devices) for r in self.releases}
 
+    @cached_property
+    def _widest(self) -> int:
+        return max((len(r.supported_devices) for r in self.updates), default=0)
+
     def supports(self, rel: ReleaseData, board: Board) -> bool:
         if board is None:
-            return True
+            # A Mac whose board id is unknown: any release made for Macs in general, never one
+            # built for a few new models (26.3.2 for the MacBook Neo alone).
+            return not rel.devices_known or 2 * len(rel.supported_devices) >= self._widest
         if rel.devices_known:
             return board in self._device_sets[id(rel)]
         return board in self.boards

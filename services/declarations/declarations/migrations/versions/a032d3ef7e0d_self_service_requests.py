@@ -28,7 +28,6 @@ def upgrade() -> None:
         sa.Column("requested_at", managed_os.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("deadline", sa.String(length=19), nullable=False),
         sa.Column("requested_by", sa.String(length=200), nullable=False),
-        sa.ForeignKeyConstraint(["item_id"], ["library_items.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("self_service_requests", schema=None) as batch_op:

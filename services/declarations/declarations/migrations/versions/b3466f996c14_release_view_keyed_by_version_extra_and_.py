@@ -43,10 +43,23 @@ def _rebuild(with_extra: bool) -> None:
             name="pk_known_releases" if with_extra else "known_releases_pkey",
         ),
     )
-    op.execute(
-        "INSERT INTO known_releases_new (version, build, major, release, updated_at) "
-        "SELECT version, build, major, release, updated_at FROM known_releases"
-    )
+    if with_extra:
+        # The BSI letter is in the stored release document; lift it into the key.
+        letter = (
+            "COALESCE(release->>'extra', '')"
+            if op.get_bind().dialect.name == "postgresql"
+            else "COALESCE(json_extract(release, '$.extra'), '')"
+        )
+        op.execute(
+            "INSERT INTO known_releases_new (version, extra, build, major, release, updated_at) "
+            f"SELECT version, {letter}, build, major, release, updated_at FROM known_releases"
+        )
+    else:
+        op.execute(
+            "INSERT INTO known_releases_new (version, build, major, release, updated_at) "
+            "SELECT version, build, major, release, updated_at FROM known_releases "
+            "WHERE extra = ''"  # the old key cannot hold a BSI beside its base build's twin
+        )
     with op.batch_alter_table("known_releases", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_known_releases_major"))
     op.drop_table("known_releases")

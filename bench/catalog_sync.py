@@ -15,23 +15,19 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy import text
 
+from bench.support import fresh_database
 from catalog.feeds.fetch import Fetcher
 from catalog.main import SPEC
 from catalog.repository import CatalogUnitOfWork
 from catalog.service import fetcher_for, sync_source
 from catalog.settings import CatalogSettings
-from managed_os.db import make_engine
-from managed_os.migrations import upgrade
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-PG = os.environ.get("MOS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 FEEDS = Path(__file__).resolve().parents[1] / "tests" / "data" / "feeds"
 PORT = int(os.environ.get("BENCH_FEED_PORT", "18599"))
 TABLES = ("releases", "board_devices", "outbox", "sources")
@@ -60,13 +56,7 @@ async def sync_both(make, settings: CatalogSettings, fetcher: Fetcher) -> float:
 
 async def measure(settings: CatalogSettings) -> dict[str, object]:
     """First sync into a fresh database, then one unchanged re-sync."""
-    name = f"mos_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    engine = make_engine(url)
-    try:
-        await upgrade(SPEC, engine)
+    async with fresh_database(SPEC) as engine:
 
         def make() -> CatalogUnitOfWork:
             return CatalogUnitOfWork(engine, SPEC.outbox_table, SPEC.inbox_table)
@@ -80,10 +70,6 @@ async def measure(settings: CatalogSettings) -> dict[str, object]:
         async with engine.connect() as conn:
             releases = await conn.scalar(text("SELECT count(*) FROM releases"))
         return {"first": first, "again": again, "written": rows, "releases": releases}
-    finally:
-        await engine.dispose()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def main() -> None:

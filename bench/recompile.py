@@ -19,20 +19,17 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy import text
 
+from bench.support import fresh_database
 from catalog.feeds import merge_sources, parse_gdmf, parse_sofa
 from declarations import service
 from declarations.compiler import compile_blueprint
 from declarations.main import SPEC
 from declarations.repository import DeclarationsUnitOfWork
 from declarations.schemas import Blueprint, LibraryItem
-from managed_os.db import make_engine
-from managed_os.migrations import upgrade
 
 BLUEPRINTS = int(os.environ.get("BENCH_BLUEPRINTS", "1000"))
-PG = os.environ.get("MOS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 FEEDS = Path(__file__).resolve().parents[1] / "tests" / "data" / "feeds"
 NOW = datetime(2026, 8, 17, 18, tzinfo=UTC)
 
@@ -62,13 +59,7 @@ def make_item(blueprint_id: str) -> LibraryItem:
 
 
 async def main() -> None:
-    name = f"mos_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    engine = make_engine(url)
-    try:
-        await upgrade(SPEC, engine)
+    async with fresh_database(SPEC) as engine:
 
         def make() -> DeclarationsUnitOfWork:
             return DeclarationsUnitOfWork(engine, SPEC.outbox_table, SPEC.inbox_table)
@@ -123,10 +114,6 @@ async def main() -> None:
                     " WHERE revision = 2"
                 )
             )
-    finally:
-        await engine.dispose()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
     print(
         f"Recompile after one ReleasePublished (26.6.2), PostgreSQL, {BLUEPRINTS} blueprints"
         " each with its own rolling + BSI item for macOS 26"

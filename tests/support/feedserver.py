@@ -26,6 +26,7 @@ class FeedServer:
     base: str
     script: dict[str, list[Reply]] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
@@ -45,6 +46,12 @@ class _App:
         path = scope["path"]
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         self.server.requests.append((path, headers))
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.server.bodies.append(body)
         queue = self.server.script.get(path) or [Reply(404, b"not found")]
         reply = queue.pop(0) if len(queue) > 1 else queue[0]
         if reply.delay:

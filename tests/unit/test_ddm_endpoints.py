@@ -211,3 +211,31 @@ def test_the_tokens_timestamp_moves_only_when_the_token_does(client):
     client.put("/ddm/status", content=body, headers=headers(body))
     second = client.get("/ddm/tokens", headers=headers()).json()["SyncTokens"]
     assert second == first
+
+
+def test_a_device_moves_blueprint_and_is_unenrolled(client):
+    w, r = bearer("device-channel:write"), bearer("device-channel:read")
+    _install_policy(client, "bp-1")
+    created = client.post(
+        "/v1/devices",
+        headers=w,
+        json={
+            "enrollment_id": "MAC-5",
+            "blueprint_id": "bp-1",
+            "serial_number": "C02X",
+            "model": "Mac15,3",
+        },
+    ).json()
+    assert created["model"] == "Mac15,3"
+    moved = client.put("/v1/devices/MAC-5/blueprint", json={"blueprint_id": None}, headers=w)
+    assert moved.status_code == 200 and moved.json()["blueprint_id"] is None
+    assert moved.json()["declarations_token"] != created["declarations_token"]
+    assert (
+        client.put(
+            "/v1/devices/NOPE/blueprint", json={"blueprint_id": "bp-1"}, headers=w
+        ).status_code
+        == 404
+    )
+    assert client.delete("/v1/devices/MAC-5", headers=w).status_code == 204
+    assert client.get("/v1/devices/MAC-5", headers=r).status_code == 404
+    assert client.delete("/v1/devices/MAC-5", headers=w).status_code == 404

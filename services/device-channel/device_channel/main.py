@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import cast
 
 from fastapi import FastAPI
 
-from device_channel import models, service
+from device_channel import models, push, service
 from device_channel.ddm_router import router as ddm_router
 from device_channel.hmac import SignResponses
 from device_channel.repository import DeviceChannelUnitOfWork
@@ -40,6 +42,25 @@ def configure(app: FastAPI, settings: ServiceSettings) -> None:
         app.add_middleware(SignResponses, key=key)
 
 
+async def on_start(ctx: ServiceContext) -> None:
+    settings = cast(DeviceChannelSettings, ctx.settings)
+    if settings.mdm_url:
+        sender = push.PushSender(settings)
+        ctx.extras["push_sender"] = sender
+        ctx.extras["push_task"] = asyncio.create_task(
+            push.run(ctx.uow, sender, settings, ctx.clock), name="device-channel-push"
+        )
+
+
+async def on_stop(ctx: ServiceContext) -> None:
+    task = ctx.extras.get("push_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ctx.extras["push_sender"].aclose()
+
+
 SPEC = ServiceSpec(
     name="device-channel",
     title="Managed OS — device channel",
@@ -54,4 +75,6 @@ SPEC = ServiceSpec(
     publishes=[TOPIC_DEVICES],
     consumers=consumers,
     configure=configure,
+    on_start=on_start,
+    on_stop=on_stop,
 )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from device_channel.models import devices, policies
+from device_channel.models import devices, policies, push_queue
 from managed_os.policy import Candidate, DeviceFacts, Policy
 from managed_os.uow import SqlUnitOfWork
 
@@ -18,6 +19,7 @@ class Device(BaseModel):
     enrollment_id: str
     blueprint_id: str | None = None
     serial_number: str | None = None
+    model: str | None = None
     facts: DeviceFacts
     status: dict[str, Any]
     declarations_token: str
@@ -62,6 +64,9 @@ class DeviceRepository:
 
     async def add(self, device: Device) -> None:
         await self.conn.execute(insert(devices).values(**_values(device)))
+
+    async def delete(self, enrollment_id: str) -> None:
+        await self.conn.execute(delete(devices).where(devices.c.enrollment_id == enrollment_id))
 
     async def save(self, device: Device) -> None:
         await self.conn.execute(
@@ -114,10 +119,101 @@ class PolicyStore:
         return True
 
 
+class PendingPush(BaseModel):
+    enrollment_id: str
+    declarations_token: str
+    attempts: int = 0
+
+
+class PushQueue:
+    """Contract: `queue` in the caller's transaction (the manifest change and its push commit
+    together); `lease` hands out due rows and pushes their retry time past the lease, so a
+    sender that dies leaves them to be retried; `sent` removes a row only if no newer token
+    was queued meanwhile."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def queue(self, enrollment_id: str, token: str, now: datetime) -> None:
+        await self.conn.execute(
+            delete(push_queue).where(push_queue.c.enrollment_id == enrollment_id)
+        )
+        await self.conn.execute(
+            insert(push_queue).values(
+                enrollment_id=enrollment_id,
+                declarations_token=token,
+                queued_at=now,
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )
+
+    async def cancel(self, enrollment_id: str) -> None:
+        await self.conn.execute(
+            delete(push_queue).where(push_queue.c.enrollment_id == enrollment_id)
+        )
+
+    async def lease(self, now: datetime, limit: int, lease: timedelta) -> list[PendingPush]:
+        q = push_queue.c
+        query = (
+            select(q.enrollment_id, q.declarations_token, q.attempts)
+            .where(q.next_attempt_at <= now)
+            .order_by(q.next_attempt_at)
+            .limit(limit)
+        )
+        if self.conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = (await self.conn.execute(query)).all()
+        if rows:
+            await self.conn.execute(
+                update(push_queue)
+                .where(q.enrollment_id.in_([r.enrollment_id for r in rows]))
+                .values(next_attempt_at=now + lease)
+            )
+        return [PendingPush.model_validate(dict(r._mapping)) for r in rows]
+
+    async def sent(self, pushes: list[PendingPush]) -> None:
+        q = push_queue.c
+        for push in pushes:
+            await self.conn.execute(
+                delete(push_queue).where(
+                    q.enrollment_id == push.enrollment_id,
+                    q.declarations_token == push.declarations_token,
+                )
+            )
+
+    async def failed(
+        self,
+        pushes: list[PendingPush],
+        now: datetime,
+        error: str,
+        backoff: Callable[[int], timedelta],
+    ) -> None:
+        q = push_queue.c
+        for push in pushes:
+            await self.conn.execute(
+                update(push_queue)
+                .where(
+                    q.enrollment_id == push.enrollment_id,
+                    q.declarations_token == push.declarations_token,
+                )
+                .values(
+                    attempts=push.attempts + 1,
+                    next_attempt_at=now + backoff(push.attempts + 1),
+                    last_error=error[:500],
+                )
+            )
+
+    async def pending(self) -> int:
+        return int(await self.conn.scalar(select(func.count()).select_from(push_queue)) or 0)
+
+
 class DeviceChannelUnitOfWork(SqlUnitOfWork):
     devices: DeviceRepository
     policies: PolicyStore
+    pushes: PushQueue
 
     def _bind(self, conn: AsyncConnection) -> None:
         self.devices = DeviceRepository(conn)
         self.policies = PolicyStore(conn)
+        self.pushes = PushQueue(conn)

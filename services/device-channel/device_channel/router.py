@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from device_channel import service
@@ -21,6 +21,12 @@ class DeviceIn(BaseModel):
     enrollment_id: str = Field(min_length=1, max_length=200)
     blueprint_id: str | None = Field(None, max_length=36)
     serial_number: str | None = Field(None, max_length=64)
+    model: str | None = Field(None, max_length=64)
+
+
+class BlueprintAssignment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    blueprint_id: str | None = Field(max_length=36)
 
 
 class DeviceOut(BaseModel):
@@ -57,3 +63,24 @@ async def get_device(ctx: Ctx, enrollment_id: str) -> DeviceOut:
         for d in manifest.declarations
     ]
     return DeviceOut(device=device, manifest=items)
+
+
+@router.put("/devices/{enrollment_id}/blueprint", dependencies=[WRITE])
+async def assign_blueprint(ctx: Ctx, enrollment_id: str, body: BlueprintAssignment) -> Device:
+    """Move the Mac to another blueprint (`null`: none); its manifest follows at once."""
+    async with ctx.uow() as uow:
+        await service.get_device(uow, enrollment_id)
+        device = await service.register(
+            uow, enrollment_id, {"blueprint_id": body.blueprint_id}, ctx.clock.now()
+        )
+        await uow.commit()
+    return device
+
+
+@router.delete("/devices/{enrollment_id}", dependencies=[WRITE], status_code=204)
+async def unenroll_device(ctx: Ctx, enrollment_id: str) -> Response:
+    """Unenroll: the record, its facts and its manifest are gone."""
+    async with ctx.uow() as uow:
+        await service.unenroll(uow, enrollment_id, ctx.clock.now())
+        await uow.commit()
+    return Response(status_code=204)

@@ -156,6 +156,8 @@ async def _refresh(
         )
     await uow.devices.save(device)
     if changed:
+        # The Mac learns of it by a push; queued in this transaction, sent by `push.run`.
+        await uow.pushes.queue(device.enrollment_id, manifest.token, now)
         payload = DeviceManifestChanged(
             enrollment_id=device.enrollment_id,
             blueprint_id=device.blueprint_id,
@@ -175,6 +177,25 @@ async def on_policy(uow: DeviceChannelUnitOfWork, policy: Policy, now: datetime)
         return
     for device in await uow.devices.on_blueprint(policy.blueprint_id):
         await _refresh(uow, device, now)
+
+
+async def unenroll(uow: DeviceChannelUnitOfWork, enrollment_id: str, now: datetime) -> None:
+    """Forget the Mac: its record, facts, status and pending push. Compliance hears that its
+    manifest is now empty; a later DDM request starts it over as an unassigned device."""
+    device = await get_device(uow, enrollment_id)
+    await uow.devices.delete(enrollment_id)
+    await uow.pushes.cancel(enrollment_id)
+    payload = DeviceManifestChanged(
+        enrollment_id=enrollment_id,
+        blueprint_id=None,
+        declarations_token=build_manifest(None, device.facts).token,
+        changed_at=now,
+        facts=DeviceFacts(enrollment_id=enrollment_id),
+        expected=[],
+    )
+    await uow.outbox.add(
+        payload.TOPIC, to_event(payload, source=SOURCE, subject=enrollment_id, time=now)
+    )
 
 
 async def get_device(uow: DeviceChannelUnitOfWork, enrollment_id: str) -> Device:

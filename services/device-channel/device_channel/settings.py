@@ -20,6 +20,20 @@ class DeviceChannelSettings(ServiceSettings):
         False, description="Accept DDM requests without an HMAC key configured (embedded only)."
     )
 
+    mdm_url: str = Field(
+        "",
+        description="MDM server base URL for pushes (NanoMDM: its API, e.g. http://nanomdm:9000);"
+        " empty: no pushes are sent (Macs pick changes up at their next sync).",
+    )
+    mdm_api_user: str = Field("nanomdm", description="Basic-auth user of the enqueue API.")
+    mdm_api_key: SecretStr = Field(SecretStr(""), description="Basic-auth password (API key).")
+    push_batch_size: int = Field(100, ge=1, le=1000, description="Enrollment ids per enqueue.")
+    push_concurrency: int = Field(4, ge=1, le=64, description="Enqueue requests in flight.")
+    push_interval_seconds: float = Field(1.0, gt=0, description="How often the queue is read.")
+    push_lease_seconds: float = Field(
+        60, gt=0, description="A claimed push is retried after this long if its sender died."
+    )
+
     def check_serving(self) -> None:
         if not self.hmac_key.get_secret_value() and not self.allow_unsigned:
             raise ConfigurationError(

@@ -158,6 +158,7 @@ class OutboxRelay:
         self.on_published, self.on_backlog = on_published, on_backlog
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def notify(self) -> None:
         """Wake the relay now (called after a commit that wrote to the outbox)."""
@@ -195,7 +196,7 @@ class OutboxRelay:
                 return
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 full = await self.run_once() >= self.batch
             except asyncio.CancelledError:
@@ -203,7 +204,7 @@ class OutboxRelay:
             except Exception:
                 log.warning("outbox relay failed; will retry", exc_info=True)
                 full = False
-            if full:
+            if full or self._stopping:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -211,11 +212,19 @@ class OutboxRelay:
                     await self._wake.wait()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let the batch in flight finish (cancelling it mid-transaction could leave its
+        connection holding a write lock), then end the loop; cancel only after `grace`."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        done, _ = await asyncio.wait({self._task}, timeout=grace)
+        if not done:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+        self._task = None

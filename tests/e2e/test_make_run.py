@@ -58,7 +58,13 @@ def test_the_embedded_suite_answers_healthz_on_all_four_services_within_30_secon
 
 
 def _busy(port: int) -> bool:
+    """True unless the port can be bound right now (connect-only checks miss ports that are
+    taken but not listening)."""
     import socket
 
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False

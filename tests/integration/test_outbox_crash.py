@@ -62,7 +62,7 @@ async def test_a_relay_killed_mid_flight_loses_nothing_and_the_consumer_applies_
         relay = OutboxRelay(make, hanging)
         relay.start()
         await asyncio.wait_for(hanging.entered.wait(), 10)
-        await relay.stop()  # the kill: the relay's transaction never commits
+        await relay.stop(grace=0)  # the kill: cancelled mid-publish, its transaction never commits
 
         healthy = InProcessBus()
         await healthy.start()

@@ -228,6 +228,27 @@ class PolicyRepository:
         )
         return {r.blueprint_id: (r.revision, r.token) for r in rows}
 
+    async def latest_page(self, limit: int, offset: int) -> tuple[list[PolicyRevision], int]:
+        """The newest revision of every blueprint, by blueprint id, and how many there are."""
+        t = policy_revisions
+        newest = (
+            select(t.c.blueprint_id, func.max(t.c.revision).label("revision"))
+            .group_by(t.c.blueprint_id)
+            .subquery()
+        )
+        total = await self.conn.scalar(select(func.count()).select_from(newest))
+        rows = await self.conn.execute(
+            select(t)
+            .join(
+                newest,
+                (t.c.blueprint_id == newest.c.blueprint_id) & (t.c.revision == newest.c.revision),
+            )
+            .order_by(t.c.blueprint_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [PolicyRevision.model_validate(dict(r._mapping)) for r in rows], int(total or 0)
+
     async def revisions(self, blueprint_id: str) -> list[PolicyRevision]:
         rows = await self.conn.execute(
             select(policy_revisions)

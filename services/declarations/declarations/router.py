@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import BaseModel
 
 from declarations import service
 from declarations.schemas import (
@@ -87,6 +88,26 @@ async def preview(ctx: Ctx, blueprint_id: Id, body: PreviewIn) -> PreviewOut:
     """The declarations a Mac with these facts gets from this blueprint, and why."""
     async with ctx.uow() as uow:
         return await service.preview(uow, blueprint_id, body)
+
+
+class PolicyPage(BaseModel):
+    items: list[PolicyRevision]
+    total: int
+    limit: int
+    offset: int
+
+
+@router.get("/policies", dependencies=[READ])
+async def list_policies(
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> PolicyPage:
+    """The latest compiled policy of every blueprint (deleted ones: their final, empty one),
+    for read models such as the device channel's to start from."""
+    async with ctx.uow() as uow:
+        items, total = await uow.policies.latest_page(limit, offset)
+    return PolicyPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post("/library-items", dependencies=[WRITE], status_code=status.HTTP_201_CREATED)

@@ -9,6 +9,7 @@ from typing import cast
 from fastapi import FastAPI
 
 from device_channel import models, push, service
+from device_channel.bootstrap import bootstrap
 from device_channel.ddm_router import router as ddm_router
 from device_channel.hmac import SignResponses
 from device_channel.repository import DeviceChannelUnitOfWork
@@ -44,6 +45,10 @@ def configure(app: FastAPI, settings: ServiceSettings) -> None:
 
 async def on_start(ctx: ServiceContext) -> None:
     settings = cast(DeviceChannelSettings, ctx.settings)
+    if settings.declarations_url:
+        ctx.extras["bootstrap_task"] = asyncio.create_task(
+            bootstrap(settings, ctx.uow, ctx.clock), name="device-channel-bootstrap"
+        )
     if settings.mdm_url:
         sender = push.PushSender(settings)
         ctx.extras["push_sender"] = sender
@@ -53,6 +58,11 @@ async def on_start(ctx: ServiceContext) -> None:
 
 
 async def on_stop(ctx: ServiceContext) -> None:
+    boot = ctx.extras.get("bootstrap_task")
+    if boot is not None:
+        boot.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await boot
     task = ctx.extras.get("push_task")
     if task is not None:
         task.cancel()

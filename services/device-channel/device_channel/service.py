@@ -172,11 +172,13 @@ async def _refresh(
     return device, manifest
 
 
-async def on_policy(uow: DeviceChannelUnitOfWork, policy: Policy, now: datetime) -> None:
+async def on_policy(uow: DeviceChannelUnitOfWork, policy: Policy, now: datetime) -> int:
+    """Store a newer policy and refresh its devices; 0 if the stored one is as new."""
     if not await uow.policies.put(policy, now):
-        return
+        return 0
     for device in await uow.devices.on_blueprint(policy.blueprint_id):
         await _refresh(uow, device, now)
+    return 1
 
 
 async def unenroll(uow: DeviceChannelUnitOfWork, enrollment_id: str, now: datetime) -> None:

@@ -20,6 +20,11 @@ class DeviceChannelSettings(ServiceSettings):
         False, description="Accept DDM requests without an HMAC key configured (embedded only)."
     )
 
+    declarations_url: str = Field(
+        "",
+        description="The declarations service's base URL; when set, the policy view is "
+        "rebuilt from its REST API at start (events keep it current after that).",
+    )
     mdm_url: str = Field(
         "",
         description="MDM server base URL for pushes (NanoMDM: its API, e.g. http://nanomdm:9000);"

@@ -66,14 +66,15 @@ class _InProcessSubscription:
         self.bus, self.topics, self.group, self.handler = bus, topics, group, handler
         self.task: asyncio.Task[None] | None = None
         self.wakeup = asyncio.Event()
+        self.stopping = False
 
     async def run(self) -> None:
-        while True:
+        while not self.stopping:
             self.wakeup.clear()
             progressed = False
             for topic in self.topics:
                 progressed |= await self._drain(topic)
-            if not progressed:
+            if not progressed and not self.stopping:
                 # A plain Event.wait: asyncio.wait_for around a Condition can swallow the
                 # cancellation that `stop` sends (Python 3.11), leaving stop waiting forever.
                 await self.wakeup.wait()
@@ -82,7 +83,7 @@ class _InProcessSubscription:
         key = (self.group, topic)
         events = self.bus._log[topic]
         progressed = False
-        while self.bus._offsets[key] < len(events):
+        while self.bus._offsets[key] < len(events) and not self.stopping:
             event = events[self.bus._offsets[key]]
             try:
                 await self.handler(event)
@@ -94,11 +95,17 @@ class _InProcessSubscription:
             progressed = True
         return progressed
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let the event in hand finish (its transaction commits or rolls back whole), then
+        stop; cancel only after `grace`."""
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            self.stopping = True
+            self.wakeup.set()
+            done, _ = await asyncio.wait({self.task}, timeout=grace)
+            if not done:
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.task
             self.task = None
         if self in self.bus._subs:
             self.bus._subs.remove(self)

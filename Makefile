@@ -30,7 +30,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services tests bench
+	$(BIN)/mypy shared services simulator tests bench
 
 fmt: install
 	$(BIN)/ruff format .

@@ -32,6 +32,26 @@ def main(argv: list[str] | None = None) -> int:
     migrate = sub.add_parser("migrate", help="apply migrations (MOS_<SERVICE>_DATABASE_URL)")
     migrate.add_argument("services", nargs="*", help=f"any of {', '.join(SPECS)} (default: all)")
 
+    sim = sub.add_parser("simulate", help="a fleet of simulated Macs speaking DDM over HTTP")
+    sim.add_argument("--catalog", default="http://127.0.0.1:8081")
+    sim.add_argument("--device-channel", default="http://127.0.0.1:8083")
+    sim.add_argument(
+        "--token", required=True, help="bearer token (catalog:read, device-channel:write)"
+    )
+    sim.add_argument("--blueprint", help="blueprint id to enrol the Macs on")
+    sim.add_argument("--devices", type=int, default=100)
+    sim.add_argument("--major", type=int, default=26)
+    sim.add_argument("--ticks", type=int, default=10, help="simulated hours to run")
+    sim.add_argument("--tick-seconds", type=float, default=1.0, help="real seconds per tick")
+    sim.add_argument("--failure-rate", type=float, default=0.0)
+    sim.add_argument("--hmac-key", default="")
+    sim.add_argument(
+        "--checkin-share",
+        type=float,
+        default=0.5,
+        help="share of Macs using whole check-ins instead of /ddm/ routes",
+    )
+
     token = sub.add_parser("token", help="issue an API token signed with MOS_AUTH_SECRET")
     token.add_argument("--scope", action="append", default=[], help="e.g. catalog:read; repeat")
     token.add_argument("--all", action="store_true", help="every scope of every service")
@@ -43,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_run(args.data_dir, args.host, args.base_port))
         if args.command == "serve":
             return _serve(args.service)
+        if args.command == "simulate":
+            from simulator.run import SimulateArgs, simulate
+
+            fields = {k: v for k, v in vars(args).items() if k != "command"}
+            asyncio.run(simulate(SimulateArgs(**fields)))
+            return 0
         if args.command == "migrate":
             return asyncio.run(_migrate(args.services or list(SPECS)))
         return _token(args.scope, args.all, args.subject)

@@ -48,8 +48,10 @@ async def _handle(
         await service.ingest_status(uow, enrollment_id, data or b"", now)
         await uow.commit()
         return _reply(None)
-    device = await service.device_for_sync(uow, enrollment_id, now)
-    await uow.commit()
+    device = await uow.devices.get(enrollment_id)
+    if device is None:  # first contact: create it (the only write on a sync)
+        device = await service.device_for_sync(uow, enrollment_id, now)
+        await uow.commit()
     manifest = await service.manifest_for(uow, device, user_channel)
     if endpoint.kind is ddm.EndpointKind.TOKENS:
         return _reply(ddm.TokensResponse(manifest.token, device.manifest_changed_at).to_json())

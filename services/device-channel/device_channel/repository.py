@@ -76,24 +76,43 @@ class DeviceRepository:
         )
 
 
+_parsed: dict[tuple[str, str], Policy] = {}
+
+
 class PolicyStore:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
     async def get(self, blueprint_id: str | None) -> Policy | None:
+        """The stored policy; parsed once per (blueprint, token) and kept in memory, so a
+        sync reads only the small revision row when the policy has not changed. (The token is
+        the declarations service's hash of the candidates: same token, same content.)"""
         if blueprint_id is None:
             return None
+        p = policies.c
+        head = (
+            await self.conn.execute(select(p.token).where(p.blueprint_id == blueprint_id))
+        ).first()
+        if head is None:
+            return None
+        cached = _parsed.get((blueprint_id, head.token))
+        if cached is not None:
+            return cached
         row = (
-            await self.conn.execute(select(policies).where(policies.c.blueprint_id == blueprint_id))
+            await self.conn.execute(select(policies).where(p.blueprint_id == blueprint_id))
         ).first()
         if row is None:
             return None
-        return Policy(
+        policy = Policy(
             blueprint_id=row.blueprint_id,
             revision=row.revision,
             token=row.token,
             candidates=[Candidate.model_validate(c) for c in row.candidates],
         )
+        if len(_parsed) >= 1024:
+            _parsed.pop(next(iter(_parsed)))
+        _parsed[(row.blueprint_id, row.token)] = policy
+        return policy
 
     async def put(self, policy: Policy, now: datetime) -> bool:
         """Store `policy` unless a newer or equal revision is stored; True if stored."""

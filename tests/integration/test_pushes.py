@@ -141,3 +141,36 @@ async def test_a_failed_push_is_retried_with_backoff_and_a_dead_sender_loses_not
         assert await push.drain_once(make, sender, cfg, clock) == (1, 0)
         await sender.aclose()
     await engine.dispose()
+
+
+async def test_a_partial_enqueue_keeps_the_failed_macs_queued(tmp_path):
+    engine, make = await setup(tmp_path)
+    answer = {
+        "status": {"MAC-1": {"push_result": "ok"}, "MAC-2": {"enqueue_error": "no such enrollment"}}
+    }
+    async with feed_server() as mdm:
+        mdm.play("/v1/enqueue/MAC-1,MAC-2", Reply(207, json.dumps(answer).encode()))
+        mdm.play("/v1/enqueue/MAC-3", Reply(200, b"{}"))
+        cfg = settings(mdm.base)
+        sender = push.PushSender(cfg)
+        assert await push.drain_once(make, sender, cfg, FixedClock(NOW)) == (2, 1)
+        async with make() as uow:
+            assert await uow.pushes.pending() == 1
+        await sender.aclose()
+    await engine.dispose()
+
+
+async def test_one_bad_mac_does_not_hold_back_the_macs_batched_with_it(tmp_path):
+    engine, make = await setup(tmp_path)
+    async with feed_server() as mdm:
+        mdm.play("/v1/enqueue/MAC-1,MAC-2", Reply(500, b"storage error"))
+        mdm.play("/v1/enqueue/MAC-1", Reply(200, b"{}"))
+        mdm.play("/v1/enqueue/MAC-2", Reply(500, b"no such enrollment"))
+        mdm.play("/v1/enqueue/MAC-3", Reply(200, b"{}"))
+        cfg = settings(mdm.base)
+        sender = push.PushSender(cfg)
+        assert await push.drain_once(make, sender, cfg, FixedClock(NOW)) == (2, 1)
+        async with make() as uow:
+            assert await uow.pushes.pending() == 1  # only MAC-2 waits, backing off
+        await sender.aclose()
+    await engine.dispose()

@@ -43,8 +43,12 @@ class PushSender:
         self.auth = (settings.mdm_api_user, settings.mdm_api_key.get_secret_value())
         self.client = httpx.AsyncClient(timeout=30, transport=transport)
 
-    async def send(self, enrollment_ids: Sequence[str], token: str, now: datetime) -> None:
-        """One DeclarativeManagement command for these Macs; raises on failure."""
+    async def send(
+        self, enrollment_ids: Sequence[str], token: str, now: datetime
+    ) -> dict[str, str]:
+        """One DeclarativeManagement command for these Macs. Returns the Macs it failed for,
+        with why; raises when the call as a whole failed. NanoMDM answers 200 when every id
+        was enqueued and pushed, 207 with a per-id `status` when only some were."""
         tokens = ddm.TokensResponse(token, now).to_json()
         body = ddm.declarative_management_command(tokens, str(uuid.uuid4()).upper())
         response = await self.client.put(
@@ -54,6 +58,19 @@ class PushSender:
             headers={"Content-Type": "application/x-apple-aspen-mdm"},
         )
         response.raise_for_status()
+        if response.status_code != 207:
+            return {}
+        try:
+            status = response.json().get("status") or {}
+        except ValueError:
+            return {eid: "207 without a readable per-id status" for eid in enrollment_ids}
+        failed = {}
+        for eid in enrollment_ids:
+            entry = status.get(eid) or {}
+            error = entry.get("enqueue_error") or entry.get("push_error")
+            if error or eid not in status:
+                failed[eid] = str(error or "not in the MDM server's answer")
+        return failed
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -85,15 +102,28 @@ async def drain_once(
     gate = asyncio.Semaphore(settings.push_concurrency)
     outcomes: list[tuple[list[PendingPush], str | None]] = []
 
+    async def attempt(batch: list[PendingPush]) -> None:
+        try:
+            failed = await sender.send(
+                [p.enrollment_id for p in batch], batch[0].declarations_token, now
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            if len(batch) > 1:
+                # One bad id (not enrolled in the MDM server, say) must not hold back the
+                # rest: try each on its own, so back-off applies only to those that fail.
+                for single in batch:
+                    await attempt([single])
+                return
+            outcomes.append((batch, f"{exc.__class__.__name__}: {exc}"))
+            return
+        outcomes.append(([p for p in batch if p.enrollment_id not in failed], None))
+        for p in batch:
+            if p.enrollment_id in failed:
+                outcomes.append(([p], failed[p.enrollment_id]))
+
     async def one(batch: list[PendingPush]) -> None:
         async with gate:
-            try:
-                await sender.send(
-                    [p.enrollment_id for p in batch], batch[0].declarations_token, now
-                )
-                outcomes.append((batch, None))
-            except (httpx.HTTPError, OSError) as exc:
-                outcomes.append((batch, f"{exc.__class__.__name__}: {exc}"))
+            await attempt(batch)
 
     await asyncio.gather(*(one(b) for b in batches))
     uow = uow_factory()

@@ -32,6 +32,7 @@ from managed_os.migrations import upgrade
 from managed_os.outbox import OutboxRelay
 from managed_os.service import Metrics, ServiceContext, ServiceSpec
 from managed_os.settings import ServiceSettings
+from managed_os.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ def create_app(
         try:
             yield
         finally:
+            for task in ctx.background:
+                await stop_task(task)
             if spec.on_stop is not None:
                 await spec.on_stop(ctx)
             for sub in ctx.subscriptions:

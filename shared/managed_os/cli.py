@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(data_dir: Path, host: str, base_port: int) -> int:
-    from managed_os.suite import new_inprocess_bus
+    from managed_os.bus.inprocess import InProcessBus
 
     ports = {name: base_port + i for i, name in enumerate(SPECS)}
     settings = embedded_settings(data_dir, host, ports)
@@ -87,7 +87,7 @@ async def _run(data_dir: Path, host: str, base_port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_suite(settings, shared_bus=new_inprocess_bus()) as suite:
+    async with running_suite(settings, shared_bus=InProcessBus()) as suite:
         secret = settings["catalog"].auth_secret.get_secret_value()
         admin = auth.issue_token(secret, auth.ALL_SCOPES, subject="embedded-admin")
         print(f"Managed OS is running (embedded: SQLite under {data_dir}, in-process bus)")

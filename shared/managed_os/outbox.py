@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from managed_os.bus.protocol import EventBus
 from managed_os.cloudevents import CloudEvent
+from managed_os.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +219,7 @@ class OutboxRelay:
     async def stop(self, grace: float = 10.0) -> None:
         """Let the batch in flight finish (cancelling it mid-transaction could leave its
         connection holding a write lock), then end the loop; cancel only after `grace`."""
-        if self._task is None:
-            return
         self._stopping = True
         self._wake.set()
-        done, _ = await asyncio.wait({self._task}, timeout=grace)
-        if not done:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task, grace)
         self._task = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,13 @@ class ServiceContext:
     metrics: Metrics
     relay: OutboxRelay | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run a service's background loop (scheduler, push worker, bootstrap); the app
+        factory stops every one of them at shutdown, before `on_stop`."""
+        self.background.append(asyncio.create_task(coro, name=name))
 
     def uow(self) -> Any:
         """A new unit of work; committing it wakes the outbox relay."""

@@ -14,7 +14,6 @@ from typing import Any
 import uvicorn
 
 from managed_os.app import create_app
-from managed_os.bus.inprocess import InProcessBus
 from managed_os.bus.protocol import EventBus
 from managed_os.clock import Clock
 from managed_os.service import ServiceSpec
@@ -26,7 +25,6 @@ SPECS = {
     "device-channel": "device_channel.main:SPEC",
     "compliance": "compliance.main:SPEC",
 }
-DEFAULT_PORTS = {"catalog": 8081, "declarations": 8082, "device-channel": 8083, "compliance": 8084}
 
 
 def load_spec(name: str) -> ServiceSpec:
@@ -131,7 +129,3 @@ async def running_suite(
         await asyncio.gather(*tasks, return_exceptions=True)
         if shared_bus is not None:
             await shared_bus.stop()
-
-
-def new_inprocess_bus() -> InProcessBus:
-    return InProcessBus()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
+from managed_os.rest import fetch_all
 from simulator.fleet import Fleet, FleetConfig, build_fleet
 
 
@@ -26,23 +26,10 @@ class SimulateArgs:
     checkin_share: float = 0.5
 
 
-async def _get_all(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> list[Any]:
-    items: list[Any] = []
-    while True:
-        page = (
-            (await http.get(url, params={"limit": 500, "offset": len(items)}, headers=headers))
-            .raise_for_status()
-            .json()
-        )
-        items += page["items"]
-        if len(items) >= page.get("total", len(items)):
-            return items
-
-
 async def prepare(http: httpx.AsyncClient, args: SimulateArgs) -> Fleet:
     headers = {"Authorization": f"Bearer {args.token}"}
     catalog = args.catalog.rstrip("/")
-    releases = await _get_all(http, f"{catalog}/v1/releases", headers)
+    releases = await fetch_all(http, f"{catalog}/v1/releases", args.token)
     devices = (await http.get(f"{catalog}/v1/devices", headers=headers)).raise_for_status()
     config = FleetConfig(
         device_channel=args.device_channel,

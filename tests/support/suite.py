@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 
 from managed_os import auth
+from managed_os.bus.inprocess import InProcessBus
 from managed_os.clock import Clock
 from managed_os.suite import SPECS, RunningSuite, embedded_settings, load_spec, running_suite
-from managed_os.suite import new_inprocess_bus as inprocess_bus
 from tests.support.infra import PgDatabases, free_port
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -39,7 +39,7 @@ def common_overrides() -> dict[str, dict[str, Any]]:
 @asynccontextmanager
 async def embedded_suite(tmp_path: Path, clock: Clock) -> AsyncIterator[RunningSuite]:
     settings = embedded_settings(tmp_path / "data", "127.0.0.1", ports(), common_overrides())
-    async with running_suite(settings, shared_bus=inprocess_bus(), clock=clock) as suite:
+    async with running_suite(settings, shared_bus=InProcessBus(), clock=clock) as suite:
         yield suite
 
 

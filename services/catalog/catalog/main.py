@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import cast
 
@@ -35,15 +34,10 @@ async def _scheduler(ctx: ServiceContext) -> None:
 async def on_start(ctx: ServiceContext) -> None:
     ctx.extras["fetcher"] = fetcher_for(cast(CatalogSettings, ctx.settings))
     if cast(CatalogSettings, ctx.settings).sync_on_start:
-        ctx.extras["sync_task"] = asyncio.create_task(_scheduler(ctx), name="catalog-sync")
+        ctx.spawn(_scheduler(ctx), name="catalog-sync")
 
 
 async def on_stop(ctx: ServiceContext) -> None:
-    task = ctx.extras.get("sync_task")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     await ctx.extras["fetcher"].aclose()
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import cast
 
 from declarations import models, service
@@ -34,17 +32,7 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
 async def on_start(ctx: ServiceContext) -> None:
     settings = cast(DeclarationsSettings, ctx.settings)
     if settings.catalog_url:
-        ctx.extras["bootstrap"] = asyncio.create_task(
-            bootstrap(settings, ctx.uow, ctx.clock), name="declarations-bootstrap"
-        )
-
-
-async def on_stop(ctx: ServiceContext) -> None:
-    task = ctx.extras.get("bootstrap")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        ctx.spawn(bootstrap(settings, ctx.uow, ctx.clock), name="declarations-bootstrap")
 
 
 SPEC = ServiceSpec(
@@ -61,5 +49,4 @@ SPEC = ServiceSpec(
     publishes=[TOPIC_POLICIES],
     consumers=consumers,
     on_start=on_start,
-    on_stop=on_stop,
 )

@@ -5,12 +5,10 @@ waits for this."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 
 from device_channel import service
 from device_channel.repository import DeviceChannelUnitOfWork
@@ -18,33 +16,9 @@ from device_channel.settings import DeviceChannelSettings
 from managed_os import auth
 from managed_os.clock import Clock
 from managed_os.policy import Candidate, Policy
+from managed_os.rest import fetch_all, until_it_works
 
 log = logging.getLogger(__name__)
-PAGE = 200
-
-
-async def fetch_policies(client: httpx.AsyncClient, base: str, token: str) -> list[Policy]:
-    policies, offset = [], 0
-    while True:
-        response = await client.get(
-            f"{base.rstrip('/')}/v1/policies",
-            params={"limit": PAGE, "offset": offset},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        response.raise_for_status()
-        page = response.json()
-        policies += [
-            Policy(
-                blueprint_id=p["blueprint_id"],
-                revision=p["revision"],
-                token=p["token"],
-                candidates=[Candidate.model_validate(c) for c in p["candidates"]],
-            )
-            for p in page["items"]
-        ]
-        offset += PAGE
-        if offset >= page["total"]:
-            return policies
 
 
 async def bootstrap(
@@ -58,20 +32,26 @@ async def bootstrap(
     token = auth.issue_token(
         settings.auth_secret.get_secret_value(), ["declarations:read"], subject="device-channel"
     )
-    delay = retry_seconds
+    url = f"{settings.declarations_url.rstrip('/')}/v1/policies"
     async with httpx.AsyncClient(timeout=30) as client:
-        while True:
-            try:
-                policies = await fetch_policies(client, settings.declarations_url, token)
-                stored = 0
-                for policy in policies:
-                    uow = uow_factory()
-                    async with uow:
-                        stored += await service.on_policy(uow, policy, clock.now())
-                        await uow.commit()
-                log.info("policy view rebuilt", extra={"policies": len(policies), "newer": stored})
-                return stored
-            except (httpx.HTTPError, ValueError, KeyError, SQLAlchemyError) as exc:
-                log.warning("policy bootstrap failed; retrying", extra={"error": str(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 300)
+
+        async def once() -> int:
+            policies = [
+                Policy(
+                    blueprint_id=p["blueprint_id"],
+                    revision=p["revision"],
+                    token=p["token"],
+                    candidates=[Candidate.model_validate(c) for c in p["candidates"]],
+                )
+                for p in await fetch_all(client, url, token, page=200)
+            ]
+            stored = 0
+            for policy in policies:
+                uow = uow_factory()
+                async with uow:
+                    stored += await service.on_policy(uow, policy, clock.now())
+                    await uow.commit()
+            log.info("policy view rebuilt", extra={"policies": len(policies), "newer": stored})
+            return stored
+
+        return await until_it_works(once, what="policy bootstrap", first_delay=retry_seconds)

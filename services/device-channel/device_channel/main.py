@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import cast
 
 from fastapi import FastAPI
@@ -46,29 +44,17 @@ def configure(app: FastAPI, settings: ServiceSettings) -> None:
 async def on_start(ctx: ServiceContext) -> None:
     settings = cast(DeviceChannelSettings, ctx.settings)
     if settings.declarations_url:
-        ctx.extras["bootstrap_task"] = asyncio.create_task(
-            bootstrap(settings, ctx.uow, ctx.clock), name="device-channel-bootstrap"
-        )
+        ctx.spawn(bootstrap(settings, ctx.uow, ctx.clock), name="device-channel-bootstrap")
     if settings.mdm_url:
         sender = push.PushSender(settings)
         ctx.extras["push_sender"] = sender
-        ctx.extras["push_task"] = asyncio.create_task(
-            push.run(ctx.uow, sender, settings, ctx.clock), name="device-channel-push"
-        )
+        ctx.spawn(push.run(ctx.uow, sender, settings, ctx.clock), name="device-channel-push")
 
 
 async def on_stop(ctx: ServiceContext) -> None:
-    boot = ctx.extras.get("bootstrap_task")
-    if boot is not None:
-        boot.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await boot
-    task = ctx.extras.get("push_task")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await ctx.extras["push_sender"].aclose()
+    sender = ctx.extras.get("push_sender")
+    if sender is not None:
+        await sender.aclose()
 
 
 SPEC = ServiceSpec(

@@ -10,13 +10,13 @@ lost if the process dies. That is the embedded mode's trade-off: production uses
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
 from managed_os.bus.protocol import EventHandler
 from managed_os.cloudevents import CloudEvent
+from managed_os.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,9 @@ class _InProcessSubscription:
     async def stop(self, grace: float = 5.0) -> None:
         """Let the event in hand finish (its transaction commits or rolls back whole), then
         stop; cancel only after `grace`."""
-        if self.task is not None:
-            self.stopping = True
-            self.wakeup.set()
-            done, _ = await asyncio.wait({self.task}, timeout=grace)
-            if not done:
-                self.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.task
-            self.task = None
+        self.stopping = True
+        self.wakeup.set()
+        await stop_task(self.task, grace)
+        self.task = None
         if self in self.bus._subs:
             self.bus._subs.remove(self)

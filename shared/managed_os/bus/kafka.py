@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from managed_os.bus.protocol import EventHandler
 from managed_os.cloudevents import CloudEvent, EnvelopeError
+from managed_os.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,8 @@ class _KafkaSubscription:
     async def stop(self) -> None:
         """Let the in-flight event finish, commit, leave the group."""
         self._stopping = True
-        if self.task is not None:
-            await asyncio.wait({self.task}, timeout=5)
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        await stop_task(self.task, grace=5)
+        self.task = None
         await self.consumer.stop()
         if self in self.bus._subs:
             self.bus._subs.remove(self)

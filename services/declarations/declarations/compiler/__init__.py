@@ -7,7 +7,6 @@ from declarations.compiler.compile import (
     STATUS_ITEMS,
     STATUS_SUBSCRIPTIONS_ID,
     compile_blueprint,
-    compile_item,
     policy_token,
     status_subscriptions_candidate,
 )
@@ -16,7 +15,6 @@ __all__ = [
     "STATUS_ITEMS",
     "STATUS_SUBSCRIPTIONS_ID",
     "compile_blueprint",
-    "compile_item",
     "policy_token",
     "status_subscriptions_candidate",
 ]

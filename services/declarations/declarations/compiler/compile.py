@@ -179,14 +179,6 @@ class Compiler:
         return [_candidate_doc(item.id, slot) for slot in self._slots[key]]
 
 
-def compile_item(
-    item: LibraryItem,
-    releases: Sequence[ReleaseData],
-    self_service_requests: Iterable[tuple[str, datetime]] = (),
-) -> list[Candidate]:
-    return Compiler(releases).item(item, list(self_service_requests))
-
-
 def compile_blueprint(
     items: Sequence[LibraryItem],
     releases: Sequence[ReleaseData],

@@ -132,10 +132,28 @@ async def test_a_mac_below_the_minimum_is_told_to_update_and_becomes_compliant(s
 
         # The policy converges as the declarations service consumes the catalog's releases:
         # wait until it targets the newest one.
-        items, body = await eventually(
-            enforcement,
-            lambda got: got is not None and got[1]["Payload"]["TargetOSVersion"] == "26.6.2",
-        )
+        try:
+            items, body = await eventually(
+                enforcement,
+                lambda got: got is not None and got[1]["Payload"]["TargetOSVersion"] == "26.6.2",
+            )
+        except TimeoutError:
+            policy = (
+                await http.get(
+                    f"{urls['declarations']}/v1/blueprints/{blueprint_id}/policy", headers=admin
+                )
+            ).json()
+            targets = sorted(
+                {
+                    c["declaration"]["Payload"].get("TargetOSVersion", "-")
+                    for c in policy.get("candidates", [])
+                }
+            )
+            seen = await enforcement()
+            raise AssertionError(
+                f"the Mac never got 26.6.2: policy revision {policy.get('revision')} targets "
+                f"{targets}; the Mac holds {seen and seen[1]['Payload']}"
+            ) from None
         tokens = (await mac.get("tokens")).json()["SyncTokens"]
         assert items["DeclarationsToken"] == tokens["DeclarationsToken"]
         enforcement_id = enforcement_ids(items)[0]

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from declarations.models import (
@@ -263,12 +263,26 @@ class PolicyRepository:
             await self.conn.execute(insert(policy_revisions), [dict(r) for r in revisions])
 
 
+VIEW_LOCK_BASE = 0x6D6F5F7669657700  # "mo_view" + major
+
+
 class ReleaseView:
     """The catalog as this service knows it (from ReleasePublished / ReleaseUpdated, or the
     catalog's REST API at start)."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+
+    async def lock_major(self, major: int) -> None:
+        """Serialise, per major, a release arriving with an item being written (PostgreSQL,
+        until commit). Without it a consumer could store a new release while an API request
+        compiles against the view without it, each missing the other's uncommitted change,
+        and the blueprint would keep a stale target until the next release. Take it before
+        any blueprint lock (the order the consumer uses), so the two never deadlock."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(
+                text("SELECT pg_advisory_xact_lock(:k)"), {"k": VIEW_LOCK_BASE + major}
+            )
 
     async def upsert(self, rel: ReleaseData, now: datetime) -> bool:
         """Store `rel`; False when it is already stored exactly so (nothing to recompile)."""

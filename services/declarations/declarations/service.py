@@ -111,6 +111,7 @@ async def _validate(
 async def create_item(
     uow: DeclarationsUnitOfWork, data: LibraryItemIn, now: datetime
 ) -> LibraryItem:
+    await uow.releases.lock_major(data.major)
     await uow.blueprints.lock(sorted(set(data.blueprint_ids)))
     bp_ids = await _validate(uow, data, None)
     item = LibraryItem(
@@ -138,6 +139,7 @@ async def replace_item(
     """PUT semantics. The major is part of what an item is: changing it is refused. Switching
     upgrades on (continuously-enforce) starts the rolling upgrade window now."""
     old = await get_item(uow, item_id)
+    await uow.releases.lock_major(old.major)
     await uow.blueprints.lock(sorted({*data.blueprint_ids, *old.blueprint_ids}))
     if data.major != old.major:
         raise InvalidInput(
@@ -274,6 +276,8 @@ async def on_releases(
 ) -> int:
     """Releases appeared or changed: update the view, recompile only the blueprints with an
     item of an affected major. Returns how many policies changed."""
+    for major in sorted({rel.major for rel in releases}):
+        await uow.releases.lock_major(major)
     majors = {rel.major for rel in releases if await uow.releases.upsert(rel, now)}
     affected: set[str] = set()
     for major in majors:

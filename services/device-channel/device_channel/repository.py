@@ -44,10 +44,14 @@ class DeviceRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def get(self, enrollment_id: str) -> Device | None:
-        row = (
-            await self.conn.execute(select(devices).where(devices.c.enrollment_id == enrollment_id))
-        ).first()
+    async def get(self, enrollment_id: str, *, for_update: bool = False) -> Device | None:
+        """`for_update` holds the row until commit (PostgreSQL): every writer of a device —
+        a status report, a policy refresh, an admin change — takes it before reading the
+        policy, so no two of them compute its manifest from each other's stale halves."""
+        query = select(devices).where(devices.c.enrollment_id == enrollment_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
         return Device.model_validate(dict(row._mapping)) if row else None
 
     async def list_all(self, limit: int, offset: int) -> list[Device]:
@@ -57,8 +61,12 @@ class DeviceRepository:
         return [Device.model_validate(dict(r._mapping)) for r in rows]
 
     async def on_blueprint(self, blueprint_id: str) -> list[Device]:
+        """The blueprint's devices, held for update (see `get`), in id order."""
         rows = await self.conn.execute(
-            select(devices).where(devices.c.blueprint_id == blueprint_id)
+            select(devices)
+            .where(devices.c.blueprint_id == blueprint_id)
+            .order_by(devices.c.enrollment_id)
+            .with_for_update()
         )
         return [Device.model_validate(dict(r._mapping)) for r in rows]
 

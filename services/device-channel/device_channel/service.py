@@ -66,8 +66,9 @@ def declaration_states(status: ddm.StatusView) -> list[DeclarationState]:
 async def device_for_sync(
     uow: DeviceChannelUnitOfWork, enrollment_id: str, now: datetime
 ) -> Device:
-    """The device record, created on first contact (unassigned until an admin assigns it)."""
-    device = await uow.devices.get(enrollment_id)
+    """The device record, created on first contact (unassigned until an admin assigns it),
+    held for update until the caller commits."""
+    device = await uow.devices.get(enrollment_id, for_update=True)
     if device is None:
         device = Device(
             enrollment_id=enrollment_id,

@@ -13,12 +13,13 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from managed_os.cloudevents import CloudEvent, EnvelopeError
-from managed_os.policy import Candidate, DeviceFacts, ExpectedEnforcement
+from managed_os.policy import Candidate, DeviceFacts, ExpectedEnforcement, PolicyItem
 
 TOPIC_RELEASES = "managed-os.catalog.releases.v1"
 TOPIC_POLICIES = "managed-os.declarations.policies.v1"
 TOPIC_DEVICES = "managed-os.devices.v1"
-ALL_TOPICS = (TOPIC_RELEASES, TOPIC_POLICIES, TOPIC_DEVICES)
+TOPIC_COMPLIANCE = "managed-os.compliance.v1"
+ALL_TOPICS = (TOPIC_RELEASES, TOPIC_POLICIES, TOPIC_DEVICES, TOPIC_COMPLIANCE)
 
 
 class EventPayload(BaseModel):
@@ -75,7 +76,8 @@ class ReleaseUpdated(EventPayload):
 
 
 class PolicyPublished(EventPayload):
-    """The full compiled policy of one blueprint (device-channel's read model is fed by it)."""
+    """The full compiled policy of one blueprint (device-channel's read model is fed by it),
+    with a summary of the blueprint's items for compliance (empty from older producers)."""
 
     TYPE = "com.managed-os.declarations.policy-published.v1"
     TOPIC = TOPIC_POLICIES
@@ -83,6 +85,7 @@ class PolicyPublished(EventPayload):
     revision: int
     token: str
     candidates: list[Candidate]
+    items: list[PolicyItem] = Field(default_factory=list)
 
 
 class DeclarationState(BaseModel):
@@ -128,6 +131,56 @@ class DeviceManifestChanged(EventPayload):
     expected: list[ExpectedEnforcement]
 
 
+class DeviceRegistered(EventPayload):
+    """A Mac was registered or its registry entry changed (blueprint, model, time zone)."""
+
+    TYPE = "com.managed-os.device-channel.device-registered.v1"
+    TOPIC = TOPIC_DEVICES
+    enrollment_id: str
+    blueprint_id: str | None
+    serial_number: str | None = None
+    model: str | None = None
+    time_zone: str | None = None  # IANA name; compliance judges deadlines in it when known
+    changed_at: datetime
+
+
+class DeviceUnenrolled(EventPayload):
+    TYPE = "com.managed-os.device-channel.device-unenrolled.v1"
+    TOPIC = TOPIC_DEVICES
+    enrollment_id: str
+    unenrolled_at: datetime
+
+
+ComplianceState = Literal[
+    "up_to_date",
+    "pending",
+    "in_progress",
+    "overdue",
+    "failed",
+    "incompatible",
+    "unknown",
+    "not_managed",
+]
+
+
+class DeviceComplianceChanged(EventPayload):
+    """A Mac's compliance state changed, for one item (`item_id`) or overall (`item_id`
+    None). For alerting; keyed by enrollment id."""
+
+    TYPE = "com.managed-os.compliance.device-compliance-changed.v1"
+    TOPIC = TOPIC_COMPLIANCE
+    enrollment_id: str
+    blueprint_id: str | None
+    item_id: str | None
+    previous: ComplianceState | None
+    state: ComplianceState
+    reason: str
+    target_version: str | None = None
+    deadline: str | None = None
+    cause: str
+    changed_at: datetime
+
+
 PAYLOADS: dict[str, type[EventPayload]] = {
     cls.TYPE: cls
     for cls in (
@@ -136,6 +189,9 @@ PAYLOADS: dict[str, type[EventPayload]] = {
         PolicyPublished,
         DeviceStatusReported,
         DeviceManifestChanged,
+        DeviceRegistered,
+        DeviceUnenrolled,
+        DeviceComplianceChanged,
     )
 }
 

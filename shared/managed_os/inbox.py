@@ -3,7 +3,7 @@ transaction as the event's effects. Seeing an event again finds the row and does
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -14,12 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from managed_os.cloudevents import CloudEvent
 
+# Rows per multi-row INSERT: SQLite allows 32,766 bound parameters, three per row here.
+_CHUNK = 5000
+
 
 class InboxStore(Protocol):
     """Contract: `record` returns True the first time a (consumer, event id) pair is seen in a
     committed transaction and False afterwards; a rolled-back record leaves no trace."""
 
     async def record(self, consumer: str, event_id: str) -> bool: ...
+
+    async def record_many(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        """`record` for a batch: the ids seen for the first time (duplicates within the batch
+        count once)."""
+        ...
 
 
 class SqlInboxStore:
@@ -36,6 +44,27 @@ class SqlInboxStore:
         result = await self.conn.execute(stmt)
         return bool(result.rowcount)
 
+    async def record_many(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        now = datetime.now(UTC)
+        fresh: set[str] = set()
+        unique = list(dict.fromkeys(event_ids))
+        for start in range(0, len(unique), _CHUNK):
+            rows = [
+                {"consumer": consumer, "event_id": e, "processed_at": now}
+                for e in unique[start : start + _CHUNK]
+            ]
+            stmt = (
+                dialect_insert(self.table)
+                .values(rows)
+                .on_conflict_do_nothing()
+                .returning(self.table.c.event_id)
+            )
+            fresh.update((await self.conn.execute(stmt)).scalars())
+        return fresh
+
 
 class MemoryInboxStore:
     def __init__(self, committed: set[tuple[str, str]]) -> None:
@@ -48,6 +77,9 @@ class MemoryInboxStore:
             return False
         self.staged.add(key)
         return True
+
+    async def record_many(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        return {e for e in dict.fromkeys(event_ids) if await self.record(consumer, e)}
 
     def apply(self) -> None:
         self.committed |= self.staged

@@ -128,6 +128,25 @@ class Candidate(BaseModel):
         return str(self.declaration["Identifier"])
 
 
+class PolicyItem(BaseModel):
+    """What compliance needs to know of one library item of a blueprint, beyond the
+    enforcements a device is sent: its major, whether it manages updates at all, and which
+    Macs can run that major (`boards` None: no device list known, so every Mac is assumed to)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    label: str = ""
+    major: int
+    mode: Literal["rolling", "minimum", "specific", "do_not_manage"]
+    installation_method: Literal["continuously_enforce", "self_service"]
+    boards: list[str] | None = None
+
+    def runs_on(self, device_id: str | None) -> bool:
+        """Can a Mac with this board id run the item's major? Unknown either way: yes."""
+        return device_id is None or self.boards is None or device_id in self.boards
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(frozen=True)
 

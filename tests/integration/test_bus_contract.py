@@ -152,3 +152,35 @@ async def test_ping_reports_a_started_bus_as_ready(make_bus):
     bus = make_bus()
     await bus.start()
     assert await bus.ping() is True
+
+
+async def test_a_batch_subscriber_gets_every_event_in_key_order_and_a_failed_batch_again(
+    make_bus,
+):
+    bus = make_bus()
+    await bus.start()
+    t = topic()
+    seen: list[list[int]] = []
+    applied: list[CloudEvent] = []
+    failed_once = False
+
+    async def handler(batch) -> None:
+        nonlocal failed_once
+        seen.append([e.data["n"] for e in batch])
+        assert len(batch) <= 7
+        if not failed_once and any(e.data["n"] == 11 for e in batch):
+            failed_once = True
+            raise RuntimeError("transient")
+        applied.extend(batch)
+
+    sent = [event(n, key=f"key-{n % 3}") for n in range(40)]
+    for ev in sent:
+        await bus.publish(t, ev)
+    await bus.subscribe_batch([t], "gb", handler, max_batch=7)
+    await wait_for(lambda: len({e.id for e in applied}) >= 40)
+    assert failed_once
+    assert {e.id for e in applied} == {e.id for e in sent}
+    for key in ("key-0", "key-1", "key-2"):
+        ns = [e.data["n"] for e in applied if e.subject == key]
+        assert ns == sorted(ns) and len(ns) == len(set(ns))  # in order, nothing applied twice
+    assert any(len(b) > 1 for b in seen)  # really batched

@@ -96,6 +96,22 @@ async def test_the_inbox_records_an_event_once_per_consumer(backend, tmp_path, p
             assert await uow.inbox.record("c1", "e1") is False
 
 
+async def test_the_inbox_records_a_batch_and_reports_only_new_ids(backend, tmp_path, pg_or_none):
+    async with uow_factory(backend, tmp_path, pg_or_none) as make:
+        async with make() as uow:
+            assert await uow.inbox.record("c1", "e1") is True
+            fresh = await uow.inbox.record_many("c1", ["e1", "e2", "e3", "e2"])
+            assert fresh == {"e2", "e3"}
+            assert await uow.inbox.record_many("c2", ["e1"]) == {"e1"}
+            await uow.commit()
+        async with make() as uow:
+            many = [f"m{i}" for i in range(6001)]  # more than one multi-row INSERT
+            assert await uow.inbox.record_many("c1", ["e3", *many]) == set(many)
+            assert await uow.inbox.record_many("c1", []) == set()
+        async with make() as uow:  # the second batch rolled back: its ids are new again
+            assert await uow.inbox.record_many("c1", ["m0", "e3"]) == {"m0"}
+
+
 async def test_a_rolled_back_inbox_record_leaves_no_trace(backend, tmp_path, pg_or_none):
     async with uow_factory(backend, tmp_path, pg_or_none) as make:
         async with make() as uow:

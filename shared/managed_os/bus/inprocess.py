@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
-from managed_os.bus.protocol import EventHandler
+from managed_os.bus.protocol import BatchHandler, EventHandler
 from managed_os.cloudevents import CloudEvent
 from managed_os.tasks import stop_task
 
@@ -55,15 +55,33 @@ class InProcessBus:
         sub.task = asyncio.create_task(sub.run(), name=f"inprocess-consumer-{group}")
         return sub
 
+    async def subscribe_batch(
+        self, topics: Sequence[str], group: str, handler: BatchHandler, max_batch: int = 1000
+    ) -> _InProcessSubscription:
+        async def unused(_event: CloudEvent) -> None:  # pragma: no cover - batch mode
+            raise AssertionError
+
+        sub = _InProcessSubscription(self, list(topics), group, unused, handler, max_batch)
+        self._subs.append(sub)
+        sub.task = asyncio.create_task(sub.run(), name=f"inprocess-consumer-{group}")
+        return sub
+
     def committed(self, group: str, topic: str) -> int:
         return self._offsets[(group, topic)]
 
 
 class _InProcessSubscription:
     def __init__(
-        self, bus: InProcessBus, topics: list[str], group: str, handler: EventHandler
+        self,
+        bus: InProcessBus,
+        topics: list[str],
+        group: str,
+        handler: EventHandler,
+        batch_handler: BatchHandler | None = None,
+        max_batch: int = 1000,
     ) -> None:
         self.bus, self.topics, self.group, self.handler = bus, topics, group, handler
+        self.batch_handler, self.max_batch = batch_handler, max_batch
         self.task: asyncio.Task[None] | None = None
         self.wakeup = asyncio.Event()
         self.stopping = False
@@ -83,6 +101,21 @@ class _InProcessSubscription:
         key = (self.group, topic)
         events = self.bus._log[topic]
         progressed = False
+        if self.batch_handler is not None:
+            while self.bus._offsets[key] < len(events) and not self.stopping:
+                start = self.bus._offsets[key]
+                batch = events[start : start + self.max_batch]
+                try:
+                    await self.batch_handler(batch)
+                except Exception:
+                    log.exception(
+                        "batch handler failed; will redeliver", extra={"group": self.group}
+                    )
+                    await asyncio.sleep(self.bus._retry_delay)
+                    return True
+                self.bus._offsets[key] = start + len(batch)
+                progressed = True
+            return progressed
         while self.bus._offsets[key] < len(events) and not self.stopping:
             event = events[self.bus._offsets[key]]
             try:

@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from managed_os.bus.protocol import EventHandler
+from managed_os.bus.protocol import BatchHandler, EventHandler, LagReporter
 from managed_os.cloudevents import CloudEvent, EnvelopeError
 from managed_os.tasks import stop_task
 
@@ -34,6 +35,7 @@ class KafkaBus:
         replication_factor: int = 1,
         retry_delay: float = 1.0,
         request_timeout_ms: int = 15000,
+        on_lag: LagReporter | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
@@ -42,6 +44,7 @@ class KafkaBus:
         self.replication_factor = replication_factor
         self.retry_delay = retry_delay
         self.request_timeout_ms = request_timeout_ms
+        self.on_lag = on_lag
         self._producer: AIOKafkaProducer | None = None
         self._subs: list[_KafkaSubscription] = []
 
@@ -100,6 +103,21 @@ class KafkaBus:
     async def subscribe(
         self, topics: Sequence[str], group: str, handler: EventHandler
     ) -> _KafkaSubscription:
+        return await self._subscribe(topics, group, handler, None, 200)
+
+    async def subscribe_batch(
+        self, topics: Sequence[str], group: str, handler: BatchHandler, max_batch: int = 1000
+    ) -> _KafkaSubscription:
+        return await self._subscribe(topics, group, None, handler, max_batch)
+
+    async def _subscribe(
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: EventHandler | None,
+        batch_handler: BatchHandler | None,
+        max_records: int,
+    ) -> _KafkaSubscription:
         await self.ensure_topics(topics)
         consumer = AIOKafkaConsumer(
             *topics,
@@ -113,7 +131,7 @@ class KafkaBus:
             heartbeat_interval_ms=1500,
         )
         await consumer.start()
-        sub = _KafkaSubscription(self, consumer, group, handler)
+        sub = _KafkaSubscription(self, consumer, group, handler, batch_handler, max_records)
         sub.task = asyncio.create_task(sub.run(), name=f"kafka-consumer-{group}")
         self._subs.append(sub)
         return sub
@@ -121,25 +139,77 @@ class KafkaBus:
 
 class _KafkaSubscription:
     def __init__(
-        self, bus: KafkaBus, consumer: AIOKafkaConsumer, group: str, handler: EventHandler
+        self,
+        bus: KafkaBus,
+        consumer: AIOKafkaConsumer,
+        group: str,
+        handler: EventHandler | None,
+        batch_handler: BatchHandler | None = None,
+        max_records: int = 200,
     ) -> None:
-        self.bus, self.consumer, self.group, self.handler = bus, consumer, group, handler
+        self.bus, self.consumer, self.group = bus, consumer, group
+        self.handler, self.batch_handler, self.max_records = handler, batch_handler, max_records
         self.task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def run(self) -> None:
         while not self._stopping:
             try:
-                batches = await self.consumer.getmany(timeout_ms=500, max_records=200)
+                batches = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
+                self._report_lag(batches)
+                if self.batch_handler is not None:
+                    if batches and not self._stopping:
+                        await self._handle_batch(self.batch_handler, batches)
+                    continue
                 for tp, records in batches.items():
                     for record in records:
-                        if not await self._handle(tp, record):
+                        # On stop, leave the rest of the fetched batch uncommitted: the
+                        # group's next member gets it, instead of a cancel mid-handler.
+                        if self._stopping or not await self._handle(tp, record):
                             break
             except asyncio.CancelledError:
                 raise
             except KafkaError:
                 log.warning("kafka consumer error; retrying", exc_info=True)
                 await asyncio.sleep(self.bus.retry_delay)
+
+    def _report_lag(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Messages behind the partition's end after this fetch (0 when a fetch came back
+        empty: the consumer is caught up)."""
+        if self.bus.on_lag is None:
+            return
+        for tp in self.consumer.assignment():
+            records = batches.get(tp)
+            highwater = self.consumer.highwater(tp)
+            if records and highwater is not None:
+                lag = max(0, highwater - records[-1].offset - 1)
+            elif batches:
+                continue  # not fetched this time: keep the last figure
+            else:
+                lag = 0
+            self.bus.on_lag(self.group, tp.topic, tp.partition, lag)
+
+    async def _handle_batch(
+        self, handler: BatchHandler, batches: dict[TopicPartition, list[Any]]
+    ) -> None:
+        """Hand every fetched event to the handler at once (partition by partition, so each
+        key keeps its order); commit all the offsets after it returns, or rewind them all."""
+        events: list[CloudEvent] = []
+        for tp, records in batches.items():
+            for record in records:
+                try:
+                    events.append(CloudEvent.from_kafka(record.value, record.headers))
+                except EnvelopeError as exc:
+                    log.error("skipping unreadable event", extra={"tp": str(tp), "error": str(exc)})
+        try:
+            await handler(events)
+        except Exception:
+            log.exception("batch handler failed; will redeliver", extra={"group": self.group})
+            for tp, records in batches.items():
+                self.consumer.seek(tp, records[0].offset)
+            await asyncio.sleep(self.bus.retry_delay)
+            return
+        await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
 
     async def _handle(self, tp: TopicPartition, record: object) -> bool:
         offset: int = record.offset  # type: ignore[attr-defined]
@@ -150,6 +220,7 @@ class _KafkaSubscription:
             log.error("skipping unreadable event", extra={"tp": str(tp), "error": str(exc)})
             await self.consumer.commit({tp: offset + 1})
             return True
+        assert self.handler is not None
         try:
             await self.handler(event)
         except Exception:

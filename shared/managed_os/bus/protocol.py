@@ -8,6 +8,11 @@ from typing import Protocol
 from managed_os.cloudevents import CloudEvent
 
 EventHandler = Callable[[CloudEvent], Awaitable[None]]
+# A batch handler applies a list of events all or nothing (one transaction); events of one
+# key arrive in order within and across batches.
+BatchHandler = Callable[[Sequence[CloudEvent]], Awaitable[None]]
+# (group, topic, partition, messages behind the end of the partition)
+LagReporter = Callable[[str, str, int, int], None]
 
 
 class Subscription(Protocol):
@@ -37,6 +42,14 @@ class EventBus(Protocol):
     async def subscribe(
         self, topics: Sequence[str], group: str, handler: EventHandler
     ) -> Subscription: ...
+
+    async def subscribe_batch(
+        self, topics: Sequence[str], group: str, handler: BatchHandler, max_batch: int = 1000
+    ) -> Subscription:
+        """Like `subscribe`, but `handler` gets up to `max_batch` events at a time and every
+        offset of the batch is committed only after it returns; if it raises, the whole batch
+        is redelivered."""
+        ...
 
     async def ping(self) -> bool:
         """True when the bus can currently accept events (readiness)."""

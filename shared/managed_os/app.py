@@ -37,7 +37,9 @@ from managed_os.tasks import stop_task
 log = logging.getLogger(__name__)
 
 
-def build_bus(settings: ServiceSettings, spec: ServiceSpec) -> EventBus:
+def build_bus(
+    settings: ServiceSettings, spec: ServiceSpec, metrics: Metrics | None = None
+) -> EventBus:
     if settings.bus == "kafka":
         return KafkaBus(
             settings.kafka_bootstrap_servers,
@@ -45,6 +47,7 @@ def build_bus(settings: ServiceSettings, spec: ServiceSpec) -> EventBus:
             topics=sorted(spec.publishes),
             partitions=settings.kafka_topic_partitions,
             replication_factor=settings.kafka_replication_factor,
+            on_lag=metrics.report_lag if metrics is not None else None,
         )
     return InProcessBus()
 
@@ -60,8 +63,8 @@ def create_app(
     the caller starts and stops it (the embedded `managed-os run`)."""
     settings.check_serving()
     owns_bus = bus is None
-    the_bus = bus if bus is not None else build_bus(settings, spec)
     metrics = Metrics.create(spec.name)
+    the_bus = bus if bus is not None else build_bus(settings, spec, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,8 +86,15 @@ def create_app(
             ctx.relay.start()
         for consumer in spec.consumers(ctx):
             group = f"{spec.name}.{consumer.group}"
-            handler = skip_unreadable(idempotent(group, ctx.uow, consumer.apply), group)
-            ctx.subscriptions.append(await the_bus.subscribe(consumer.topics, group, handler))
+            if consumer.apply_batch is not None:
+                sub = await the_bus.subscribe_batch(
+                    consumer.topics, group, consumer.apply_batch, consumer.max_batch
+                )
+            else:
+                assert consumer.apply is not None
+                handler = skip_unreadable(idempotent(group, ctx.uow, consumer.apply), group)
+                sub = await the_bus.subscribe(consumer.topics, group, handler)
+            ctx.subscriptions.append(sub)
         if spec.on_start is not None:
             await spec.on_start(ctx)
         log.info("service started", extra={"service": spec.name, "port": settings.port})

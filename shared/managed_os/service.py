@@ -21,11 +21,16 @@ from managed_os.settings import ServiceSettings
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """One consumer group: `apply(uow, event)` runs inside an idempotent transaction."""
+    """One consumer group: `apply(uow, event)` runs inside an idempotent transaction, one
+    event at a time; or `apply_batch(events)` gets whole fetched batches and is itself
+    responsible for applying each batch in one idempotent transaction (see
+    `managed_os.inbox.SqlInboxStore.record_many`)."""
 
     group: str
     topics: Sequence[str]
-    apply: Callable[[Any, CloudEvent], Awaitable[None]]
+    apply: Callable[[Any, CloudEvent], Awaitable[None]] | None = None
+    apply_batch: Callable[[Sequence[CloudEvent]], Awaitable[None]] | None = None
+    max_batch: int = 1000
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class Metrics:
     registry: CollectorRegistry
     outbox_published: Counter
     outbox_backlog: Gauge
+    consumer_lag: Gauge
+    service: str
 
     @classmethod
     def create(cls, service: str) -> Metrics:
@@ -63,7 +70,16 @@ class Metrics:
         backlog = Gauge(
             "mos_outbox_backlog", "Events awaiting relay", ["service"], registry=registry
         )
-        return cls(registry, published.labels(service), backlog.labels(service))
+        lag = Gauge(
+            "mos_consumer_lag",
+            "Events behind the end of a consumed partition (Kafka)",
+            ["service", "group", "topic", "partition"],
+            registry=registry,
+        )
+        return cls(registry, published.labels(service), backlog.labels(service), lag, service)
+
+    def report_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(self.service, group, topic, str(partition)).set(lag)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from managed_os.cloudevents import CloudEvent
 from managed_os.errors import Conflict, InvalidInput, NotFound
 from managed_os.events import PolicyPublished, ReleaseData
 from managed_os.manifest import build_manifest
-from managed_os.policy import Candidate, DeviceFacts, Policy
+from managed_os.policy import Candidate, DeviceFacts, Policy, PolicyItem
 from managed_os.versions import parse_version
 
 SOURCE = "/managed-os/declarations"
@@ -221,11 +221,29 @@ async def recompile(
         for item in items.values()
     }
     subscriptions = status_subscriptions_candidate().model_dump(mode="json")
+    summaries = {item.id: _summary(item, compiler) for item in items.values()}
     policies = {
-        bp: [subscriptions, *(c for i in sorted(its, key=lambda i: i.id) for c in compiled[i.id])]
+        bp: (
+            [subscriptions, *(c for i in sorted(its, key=lambda i: i.id) for c in compiled[i.id])],
+            [summaries[i.id] for i in sorted(its, key=lambda i: i.id)],
+        )
         for bp, its in items_by_bp.items()
     }
     return await _publish_many(uow, policies, now)
+
+
+def _summary(item: LibraryItem, compiler: Compiler) -> dict[str, Any]:
+    """What compliance needs to know of the item (`PolicyItem`): which Macs can run its
+    major (None when no release of it has a device list), whether it manages updates."""
+    boards = compiler.view(item.major).boards
+    return PolicyItem(
+        item_id=item.id,
+        label=item.label,
+        major=item.major,
+        mode=item.version_enforcement.mode,
+        installation_method=item.installation_method,
+        boards=sorted(boards) if boards else None,
+    ).model_dump(mode="json")
 
 
 def _live_requests(requests: list[SelfServiceRequest]) -> list[tuple[str, datetime]]:
@@ -237,18 +255,22 @@ def _live_requests(requests: list[SelfServiceRequest]) -> list[tuple[str, dateti
 async def _publish(
     uow: DeclarationsUnitOfWork, blueprint_id: str, candidates: list[dict[str, Any]], now: datetime
 ) -> int:
-    return await _publish_many(uow, {blueprint_id: candidates}, now)
+    return await _publish_many(uow, {blueprint_id: (candidates, [])}, now)
 
 
 async def _publish_many(
-    uow: DeclarationsUnitOfWork, policies: dict[str, list[dict[str, Any]]], now: datetime
+    uow: DeclarationsUnitOfWork,
+    policies: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]],
+    now: datetime,
 ) -> int:
-    """Store and publish a revision for each policy (candidate documents, in order) whose
-    token moved."""
+    """Store and publish a revision for each policy (candidate documents in order, and the
+    item summaries compliance reads) whose token moved."""
     latest = await uow.policies.latest_tokens(list(policies))
     revisions, events = [], []
-    for bp, docs in policies.items():
-        token = token_of(docs)
+    for bp, (docs, items) in policies.items():
+        # The token covers the item summaries too, so a change only they see (an item's
+        # label, a major's device list) still makes a revision compliance hears of.
+        token = token_of([*docs, {"items": items}] if items else docs)
         revision, old_token = latest.get(bp, (0, None))
         if token == old_token:
             continue
@@ -262,7 +284,13 @@ async def _publish_many(
             )
         )
         # The event's data is the same document: PolicyPublished's fields, already dumped.
-        data = {"blueprint_id": bp, "revision": revision + 1, "token": token, "candidates": docs}
+        data = {
+            "blueprint_id": bp,
+            "revision": revision + 1,
+            "token": token,
+            "candidates": docs,
+            "items": items,
+        }
         events.append(
             CloudEvent(type=PolicyPublished.TYPE, source=SOURCE, subject=bp, data=data, time=now)
         )

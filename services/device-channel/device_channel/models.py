@@ -16,6 +16,7 @@ devices = Table(
     Column("blueprint_id", String(36), index=True),
     Column("serial_number", String(64)),
     Column("model", String(64)),
+    Column("time_zone", String(64)),
     Column("facts", JsonDoc, nullable=False),
     Column("status", JsonDoc, nullable=False),
     Column("declarations_token", String(64), nullable=False),

@@ -20,6 +20,7 @@ class Device(BaseModel):
     blueprint_id: str | None = None
     serial_number: str | None = None
     model: str | None = None
+    time_zone: str | None = None
     facts: DeviceFacts
     status: dict[str, Any]
     declarations_token: str

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from device_channel import service
 from device_channel.repository import Device
@@ -22,6 +23,22 @@ class DeviceIn(BaseModel):
     blueprint_id: str | None = Field(None, max_length=36)
     serial_number: str | None = Field(None, max_length=64)
     model: str | None = Field(None, max_length=64)
+    time_zone: str | None = Field(
+        None,
+        max_length=64,
+        description="IANA time zone of the Mac (e.g. Europe/Paris); compliance then judges "
+        "deadlines in it instead of the last zone to reach them (UTC-12)",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
 
 
 class BlueprintAssignment(BaseModel):

@@ -11,7 +11,9 @@ from managed_os.errors import MalformedRequest, NotFound
 from managed_os.events import (
     DeclarationState,
     DeviceManifestChanged,
+    DeviceRegistered,
     DeviceStatusReported,
+    DeviceUnenrolled,
     SoftwareUpdateState,
     to_event,
 )
@@ -99,6 +101,17 @@ async def register(
     device = await device_for_sync(uow, enrollment_id, now)
     device = device.model_copy(update={**changes, "updated_at": now})
     device, _ = await _refresh(uow, device, now)
+    registered = DeviceRegistered(
+        enrollment_id=enrollment_id,
+        blueprint_id=device.blueprint_id,
+        serial_number=device.serial_number,
+        model=device.model,
+        time_zone=device.time_zone,
+        changed_at=now,
+    )
+    await uow.outbox.add(
+        registered.TOPIC, to_event(registered, source=SOURCE, subject=enrollment_id, time=now)
+    )
     return device
 
 
@@ -183,19 +196,12 @@ async def on_policy(uow: DeviceChannelUnitOfWork, policy: Policy, now: datetime)
 
 
 async def unenroll(uow: DeviceChannelUnitOfWork, enrollment_id: str, now: datetime) -> None:
-    """Forget the Mac: its record, facts, status and pending push. Compliance hears that its
-    manifest is now empty; a later DDM request starts it over as an unassigned device."""
-    device = await get_device(uow, enrollment_id)
+    """Forget the Mac: its record, facts, status and pending push. Compliance hears of it
+    (DeviceUnenrolled); a later DDM request starts it over as an unassigned device."""
+    await get_device(uow, enrollment_id)
     await uow.devices.delete(enrollment_id)
     await uow.pushes.cancel(enrollment_id)
-    payload = DeviceManifestChanged(
-        enrollment_id=enrollment_id,
-        blueprint_id=None,
-        declarations_token=build_manifest(None, device.facts).token,
-        changed_at=now,
-        facts=DeviceFacts(enrollment_id=enrollment_id),
-        expected=[],
-    )
+    payload = DeviceUnenrolled(enrollment_id=enrollment_id, unenrolled_at=now)
     await uow.outbox.add(
         payload.TOPIC, to_event(payload, source=SOURCE, subject=enrollment_id, time=now)
     )

@@ -9,12 +9,17 @@ import signal
 import sys
 from pathlib import Path
 
+import uvicorn
 from pydantic import ValidationError
 
 from managed_os import auth
 from managed_os.logs import configure_logging
 from managed_os.settings import ConfigurationError
-from managed_os.suite import SPECS, embedded_settings, load_spec, running_suite
+from managed_os.suite import SPECS, SignalFreeServer, embedded_settings, load_spec, running_suite
+
+# How long in-flight requests get to finish after SIGTERM before they are cancelled; the
+# lifespan's shutdown (outbox flush, consumers leaving their groups) follows.
+DRAIN_SECONDS = 20
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,22 +104,38 @@ async def _run(data_dir: Path, host: str, base_port: int) -> int:
 
 
 def _serve(name: str) -> int:
-    import uvicorn
-
     from managed_os.app import create_app
 
     spec = load_spec(name)
     settings = spec.settings_cls()
     configure_logging(settings.log_level)
     app = create_app(spec, settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_config=None,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
     )
+    asyncio.run(_serve_until_signalled(SignalFreeServer(config)))
     return 0
+
+
+async def _serve_until_signalled(server: uvicorn.Server) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully: stop accepting, let in-flight
+    requests finish (up to `DRAIN_SECONDS`), then the lifespan flushes the outbox and commits
+    consumer offsets. A second SIGINT skips the lifespan's shutdown. A graceful stop returns
+    normally, so the process exits 0 (uvicorn would re-raise the signal and die by it)."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if server.should_exit and sig == signal.SIGINT:
+            server.force_exit = True
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await server.serve()
 
 
 async def _migrate(names: list[str]) -> int:

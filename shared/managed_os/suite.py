@@ -73,8 +73,9 @@ def embedded_settings(
     return result
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """Leaves signals to the caller: one process runs several servers."""
+class SignalFreeServer(uvicorn.Server):
+    """Leaves signals to the caller: one process may run several servers, and uvicorn's own
+    handling re-raises the signal after a graceful stop, so the process would die by it."""
 
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
         return contextlib.nullcontext()
@@ -112,7 +113,7 @@ async def running_suite(
                 lifespan="on",
                 timeout_graceful_shutdown=10,
             )
-            server = _EmbeddedServer(config)
+            server = SignalFreeServer(config)
             servers[name] = server
             tasks.append(asyncio.create_task(server.serve(), name=f"serve-{name}"))
         while not all(s.started for s in servers.values()):

@@ -1,23 +1,101 @@
-"""Compliance tables."""
+"""Compliance tables.
+
+`devices` is narrow on purpose (one short row per Mac: its judged state and what filters and
+summaries read), so a summary over 100,000 Macs scans a few megabytes; the inputs the rules
+judge (facts, last status, expected enforcements) live beside it in `device_inputs`.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, MetaData, String, Table
+from sqlalchemy import Column, Date, Index, Integer, MetaData, String, Table, Text
 
-from managed_os.db import JsonDoc, UtcDateTime, add_messaging_tables
+from managed_os.db import BigId, JsonDoc, UtcDateTime, add_messaging_tables
 
 metadata = MetaData()
 outbox, processed_events = add_messaging_tables(metadata)
 
-device_states = Table(
-    "device_states",
+devices = Table(
+    "devices",
     metadata,
     Column("enrollment_id", String(200), primary_key=True),
-    Column("blueprint_id", String(36), index=True),
-    Column("facts", JsonDoc, nullable=False),
-    Column("softwareupdate", JsonDoc, nullable=False),
-    Column("declarations", JsonDoc, nullable=False),
-    Column("expected", JsonDoc, nullable=False),
+    Column("blueprint_id", String(36)),
+    Column("os_version", String(32)),
+    Column("os_major", Integer),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("target_version", String(32)),
+    Column("deadline", String(19)),  # device-local, as sent in TargetLocalDateTime
+    Column("due_at", UtcDateTime),  # the UTC instant the deadline passes for this Mac
+    Column("state_since", UtcDateTime, nullable=False),
+    # When the state may change with no event (a deadline or the stale window); the sweep
+    # reads this index, never the whole table.
+    Column("next_check_at", UtcDateTime, index=True),
     Column("last_report_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_devices_blueprint_state", "blueprint_id", "state"),
+    Index("ix_devices_state", "state"),
+)
+
+device_inputs = Table(
+    "device_inputs",
+    metadata,
+    Column("enrollment_id", String(200), primary_key=True),
+    Column("inputs", JsonDoc, nullable=False),  # compliance.rules.DeviceInputs
+)
+
+# One row per (Mac, managed item of its blueprint).
+device_items = Table(
+    "device_items",
+    metadata,
+    Column("enrollment_id", String(200), primary_key=True),
+    Column("item_id", String(36), primary_key=True),
+    Column("blueprint_id", String(36)),
+    Column("item_major", Integer),
+    Column("os_version", String(32)),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("target_version", String(32)),
+    Column("deadline", String(19)),
+    Column("due_at", UtcDateTime),
+    Column("state_since", UtcDateTime, nullable=False),
+    Index("ix_device_items_item_state", "item_id", "state"),
+    Index("ix_device_items_major_state", "item_major", "state"),
+)
+
+# The items of each blueprint, from PolicyPublished. `reevaluate` asks the sweep to judge the
+# blueprint's Macs again (an item appeared, went, or changed which Macs it supports).
+blueprints = Table(
+    "blueprints",
+    metadata,
+    Column("blueprint_id", String(36), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("items", JsonDoc, nullable=False),
+    Column("reevaluate", Integer, nullable=False, default=0),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Every state change, with its time and cause (item_id '' = the Mac's overall state).
+state_changes = Table(
+    "state_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("enrollment_id", String(200), nullable=False),
+    Column("item_id", String(36), nullable=False),
+    Column("previous", String(16)),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("cause", String(200), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_state_changes_device_at", "enrollment_id", "at"),
+)
+
+# Devices per state per blueprint, once a day (the day's last snapshot wins); blueprint_id
+# '' is the whole fleet.
+daily_counts = Table(
+    "daily_counts",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("blueprint_id", String(36), primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("devices", Integer, nullable=False),
 )

@@ -1,49 +1,322 @@
-"""Per-device compliance inputs (the latest report and expectation)."""
+"""Compliance storage: judged states, their inputs, blueprint items, history, daily counts.
+
+Writes are batched (one statement per table per consumed batch); reads for the API use
+keyset pagination and the narrow `devices` table.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, and_, delete, func, select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
-from compliance.models import device_states
-from compliance.rules import DeviceRecord
+from compliance.models import (
+    blueprints,
+    daily_counts,
+    device_inputs,
+    device_items,
+    devices,
+    state_changes,
+)
+from compliance.rules import DeviceInputs
+from managed_os.policy import PolicyItem
 from managed_os.uow import SqlUnitOfWork
 
+_CHUNK = 1000
 
-class DeviceStateRepository:
+
+def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class ComplianceStore:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
 
-    async def get(self, enrollment_id: str) -> DeviceRecord | None:
-        row = (
-            await self.conn.execute(
-                select(device_states).where(device_states.c.enrollment_id == enrollment_id)
-            )
-        ).first()
-        return DeviceRecord.model_validate(dict(row._mapping)) if row else None
+    def _insert(self, table: Table) -> Any:
+        return (pg_insert if self.postgres else sqlite_insert)(table)
 
-    async def all(self, blueprint_id: str | None = None) -> list[DeviceRecord]:
-        query = select(device_states).order_by(device_states.c.enrollment_id)
-        if blueprint_id is not None:
-            query = query.where(device_states.c.blueprint_id == blueprint_id)
-        return [
-            DeviceRecord.model_validate(dict(r._mapping)) for r in await self.conn.execute(query)
-        ]
-
-    async def put(self, record: DeviceRecord, now: datetime) -> None:
-        data: dict[str, Any] = record.model_dump(mode="json")
-        data.update(last_report_at=record.last_report_at, updated_at=now)
-        await self.conn.execute(
-            delete(device_states).where(device_states.c.enrollment_id == record.enrollment_id)
+    async def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+        if not rows:
+            return
+        stmt = self._insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys,
+            set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
         )
-        await self.conn.execute(insert(device_states).values(**data))
+        await self.conn.execute(stmt, rows)
+
+    # ---- devices ---------------------------------------------------------------------------
+
+    async def load(
+        self, ids: Sequence[str], *, lock: bool = True
+    ) -> dict[str, tuple[DeviceInputs, dict[str, Any], dict[str, dict[str, Any]]]]:
+        """Inputs, judged row and item rows of these Macs (held for update on PostgreSQL,
+        in id order, so concurrent writers cannot deadlock)."""
+        out: dict[str, tuple[DeviceInputs, dict[str, Any], dict[str, dict[str, Any]]]] = {}
+        for chunk in _chunks(sorted(ids)):
+            query = (
+                select(devices, device_inputs.c.inputs)
+                .join(device_inputs, device_inputs.c.enrollment_id == devices.c.enrollment_id)
+                .where(devices.c.enrollment_id.in_(chunk))
+                .order_by(devices.c.enrollment_id)
+            )
+            if lock and self.postgres:
+                query = query.with_for_update(of=devices)
+            for row in await self.conn.execute(query):
+                data = dict(row._mapping)
+                inputs = DeviceInputs.model_validate(data.pop("inputs"))
+                out[row.enrollment_id] = (inputs, data, {})
+            items = select(device_items).where(device_items.c.enrollment_id.in_(chunk))
+            for row in await self.conn.execute(items):
+                if row.enrollment_id in out:
+                    out[row.enrollment_id][2][row.item_id] = dict(row._mapping)
+        return out
+
+    async def save(
+        self,
+        device_rows: list[dict[str, Any]],
+        inputs: list[DeviceInputs],
+        item_rows: list[dict[str, Any]],
+        gone_items: list[tuple[str, str]],
+    ) -> None:
+        await self._upsert(devices, device_rows, ["enrollment_id"])
+        await self._upsert(
+            device_inputs,
+            [
+                {"enrollment_id": i.enrollment_id, "inputs": i.model_dump(mode="json")}
+                for i in inputs
+            ],
+            ["enrollment_id"],
+        )
+        await self._upsert(device_items, item_rows, ["enrollment_id", "item_id"])
+        for chunk in _chunks(gone_items):
+            for enrollment_id, item_id in chunk:
+                await self.conn.execute(
+                    delete(device_items).where(
+                        device_items.c.enrollment_id == enrollment_id,
+                        device_items.c.item_id == item_id,
+                    )
+                )
+
+    async def forget(self, ids: Sequence[str]) -> None:
+        for chunk in _chunks(list(ids)):
+            for table in (devices, device_inputs, device_items):
+                await self.conn.execute(delete(table).where(table.c.enrollment_id.in_(chunk)))
+
+    async def due(self, now: datetime, limit: int) -> list[str]:
+        """Macs whose state may have changed with time, oldest first; on PostgreSQL rows
+        another sweeper or a consumer holds are skipped, not waited for."""
+        query = (
+            select(devices.c.enrollment_id)
+            .where(devices.c.next_check_at <= now)
+            .order_by(devices.c.next_check_at)
+            .limit(limit)
+        )
+        if self.postgres:
+            query = query.with_for_update(skip_locked=True)
+        return list((await self.conn.execute(query)).scalars())
+
+    async def add_changes(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.conn.execute(state_changes.insert(), rows)
+
+    async def history(self, enrollment_id: str, limit: int) -> list[dict[str, Any]]:
+        query = (
+            select(state_changes)
+            .where(state_changes.c.enrollment_id == enrollment_id)
+            .order_by(state_changes.c.at.desc(), state_changes.c.id.desc())
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in await self.conn.execute(query)]
+
+    # ---- blueprints ------------------------------------------------------------------------
+
+    async def items_of(self, blueprint_ids: Iterable[str]) -> dict[str, list[PolicyItem]]:
+        ids = sorted(set(blueprint_ids))
+        out: dict[str, list[PolicyItem]] = {}
+        for chunk in _chunks(ids):
+            query = select(blueprints.c.blueprint_id, blueprints.c["items"]).where(
+                blueprints.c.blueprint_id.in_(chunk)
+            )
+            for row in await self.conn.execute(query):
+                out[row[0]] = [PolicyItem.model_validate(i) for i in row[1]]
+        return out
+
+    async def put_blueprint(
+        self, blueprint_id: str, revision: int, items: list[PolicyItem], now: datetime
+    ) -> bool:
+        """Store a blueprint's items unless a newer revision is already stored; True if
+        stored (the sweep then judges its Macs again)."""
+        current = (
+            await self.conn.execute(
+                select(blueprints.c.revision).where(blueprints.c.blueprint_id == blueprint_id)
+            )
+        ).scalar()
+        if current is not None and current >= revision:
+            return False
+        row = {
+            "blueprint_id": blueprint_id,
+            "revision": revision,
+            "items": [i.model_dump(mode="json") for i in items],
+            "reevaluate": 1,
+            "updated_at": now,
+        }
+        await self._upsert(blueprints, [row], ["blueprint_id"])
+        return True
+
+    async def claim_reevaluations(self, now: datetime) -> list[str]:
+        """Blueprints whose items changed: mark their Macs due now and clear the flag."""
+        flagged = list(
+            (
+                await self.conn.execute(
+                    select(blueprints.c.blueprint_id).where(blueprints.c.reevaluate == 1)
+                )
+            ).scalars()
+        )
+        for bp in flagged:
+            await self.conn.execute(
+                update(devices).where(devices.c.blueprint_id == bp).values(next_check_at=now)
+            )
+            await self.conn.execute(
+                update(blueprints).where(blueprints.c.blueprint_id == bp).values(reevaluate=0)
+            )
+        return flagged
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    async def counts(
+        self,
+        *,
+        blueprint_id: str | None = None,
+        item_id: str | None = None,
+        major: int | None = None,
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """(devices per state, devices per OS version) over the fleet, a blueprint, or one
+        item / major (then per item row)."""
+        table, cond = self._scope(blueprint_id, item_id, major)
+        states = select(table.c.state, func.count()).where(cond).group_by(table.c.state)
+        versions = select(table.c.os_version, func.count()).where(cond).group_by(table.c.os_version)
+        by_state = {r[0]: r[1] for r in await self.conn.execute(states)}
+        by_version = {r[0] or "unknown": r[1] for r in await self.conn.execute(versions)}
+        return by_state, by_version
+
+    def _scope(
+        self, blueprint_id: str | None, item_id: str | None, major: int | None
+    ) -> tuple[Table, Any]:
+        if item_id is not None or major is not None:
+            conds = []
+            if item_id is not None:
+                conds.append(device_items.c.item_id == item_id)
+            if major is not None:
+                conds.append(device_items.c.item_major == major)
+            if blueprint_id is not None:
+                conds.append(device_items.c.blueprint_id == blueprint_id)
+            return device_items, and_(*conds)
+        if blueprint_id is not None:
+            return devices, devices.c.blueprint_id == blueprint_id
+        return devices, true()
+
+    async def in_state(
+        self,
+        state: str,
+        limit: int,
+        *,
+        blueprint_id: str | None = None,
+        item_id: str | None = None,
+        major: int | None = None,
+    ) -> list[dict[str, Any]]:
+        table, cond = self._scope(blueprint_id, item_id, major)
+        query = (
+            select(
+                table.c.enrollment_id,
+                table.c.reason,
+                table.c.target_version,
+                table.c.deadline,
+                table.c.state_since,
+            )
+            .where(cond, table.c.state == state)
+            .order_by(table.c.state_since, table.c.enrollment_id)
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in await self.conn.execute(query)]
+
+    def device_query(
+        self,
+        *,
+        state: str | None,
+        blueprint_id: str | None,
+        major: int | None,
+        version: str | None,
+        after: str | None,
+    ) -> Select[Any]:
+        query = select(devices).order_by(devices.c.enrollment_id)
+        if state is not None:
+            query = query.where(devices.c.state == state)
+        if blueprint_id is not None:
+            query = query.where(devices.c.blueprint_id == blueprint_id)
+        if major is not None:
+            query = query.where(devices.c.os_major == major)
+        if version is not None:
+            query = query.where(devices.c.os_version == version)
+        if after is not None:
+            query = query.where(devices.c.enrollment_id > after)
+        return query
+
+    async def page(self, query: Select[Any], limit: int) -> list[dict[str, Any]]:
+        return [dict(r._mapping) for r in await self.conn.execute(query.limit(limit))]
+
+    async def device(
+        self, enrollment_id: str
+    ) -> tuple[DeviceInputs, dict[str, Any], list[dict[str, Any]]] | None:
+        loaded = await self.load([enrollment_id], lock=False)
+        if enrollment_id not in loaded:
+            return None
+        inputs, row, items = loaded[enrollment_id]
+        return inputs, row, sorted(items.values(), key=lambda i: i["item_id"])
+
+    async def per_blueprint_state(self) -> list[tuple[str | None, str, int]]:
+        query = select(devices.c.blueprint_id, devices.c.state, func.count()).group_by(
+            devices.c.blueprint_id, devices.c.state
+        )
+        return [(r[0], r[1], r[2]) for r in await self.conn.execute(query)]
+
+    async def snapshot(self, day: date) -> int:
+        """Store today's devices per state per blueprint (and for the fleet, blueprint '')."""
+        per = await self.per_blueprint_state()
+        fleet: Counter[str] = Counter()
+        for _bp, state, n in per:
+            fleet[state] += n
+        values = [
+            {"day": day, "blueprint_id": bp, "state": state, "devices": n}
+            for bp, state, n in per
+            if bp
+        ] + [{"day": day, "blueprint_id": "", "state": s, "devices": n} for s, n in fleet.items()]
+        await self.conn.execute(delete(daily_counts).where(daily_counts.c.day == day))
+        if values:
+            await self.conn.execute(daily_counts.insert(), values)
+        return len(values)
+
+    async def trend(self, blueprint_id: str, since: date) -> list[tuple[date, str, int]]:
+        query = (
+            select(daily_counts.c.day, daily_counts.c.state, daily_counts.c.devices)
+            .where(daily_counts.c.blueprint_id == blueprint_id, daily_counts.c.day >= since)
+            .order_by(daily_counts.c.day)
+        )
+        return [(r[0], r[1], r[2]) for r in await self.conn.execute(query)]
 
 
 class ComplianceUnitOfWork(SqlUnitOfWork):
-    devices: DeviceStateRepository
+    store: ComplianceStore
 
     def _bind(self, conn: AsyncConnection) -> None:
-        self.devices = DeviceStateRepository(conn)
+        self.store = ComplianceStore(conn)

@@ -1,68 +1,320 @@
-"""Compliance use cases: fold device events into records; judge them at read time."""
+"""Compliance use cases: fold device and policy events into judged states (in batches), let
+time change states through a sweep, and answer summaries.
+
+A consumed batch is one transaction: its event ids (inbox), every Mac's new inputs and
+state, the state changes (history) and their `DeviceComplianceChanged` events (outbox)
+commit together, and the offsets only after that. A state that changes because time passes
+(a deadline, the stale window) or because a blueprint's items changed is judged again by the
+sweep, which reads only the Macs whose `next_check_at` has come.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from compliance.repository import ComplianceUnitOfWork
-from compliance.rules import STATES, DeviceRecord, evaluate
-from managed_os.events import DeviceManifestChanged, DeviceStatusReported, SoftwareUpdateState
+from compliance.rules import DeviceInputs, Judgement, Verdict, evaluate
+from managed_os.cloudevents import CloudEvent, EnvelopeError
+from managed_os.events import (
+    DeviceComplianceChanged,
+    DeviceManifestChanged,
+    DeviceRegistered,
+    DeviceStatusReported,
+    DeviceUnenrolled,
+    EventPayload,
+    PolicyPublished,
+    from_event,
+    to_event,
+)
+from managed_os.policy import DeviceFacts, PolicyItem
+
+log = logging.getLogger(__name__)
+SOURCE = "/managed-os/compliance"
+OVERALL = ""  # item_id of a Mac's overall state in the history
+SWEPT = "sweep"
 
 
-async def on_status(uow: ComplianceUnitOfWork, event: DeviceStatusReported, now: datetime) -> None:
-    record = DeviceRecord(
-        enrollment_id=event.enrollment_id,
-        blueprint_id=event.blueprint_id,
-        facts=event.facts,
-        softwareupdate=event.softwareupdate,
-        declarations=event.declarations,
-        expected=event.expected,
-        last_report_at=event.reported_at,
-    )
-    await uow.devices.put(record, now)
+@dataclass
+class _Mac:
+    inputs: DeviceInputs
+    row: dict[str, Any] | None  # the stored judged row (None: new)
+    items: dict[str, dict[str, Any]]  # stored item rows
+    dirty_inputs: bool = False
+    written: dict[str, dict[str, Any]] = field(default_factory=dict)  # judged item rows
 
 
-async def on_manifest(
-    uow: ComplianceUnitOfWork, event: DeviceManifestChanged, now: datetime
-) -> None:
-    old = await uow.devices.get(event.enrollment_id)
-    record = DeviceRecord(
-        enrollment_id=event.enrollment_id,
-        blueprint_id=event.blueprint_id,
-        facts=event.facts,
-        softwareupdate=old.softwareupdate if old else SoftwareUpdateState(),
-        declarations=old.declarations if old else [],
-        expected=event.expected,
-        last_report_at=old.last_report_at if old else None,
-    )
-    await uow.devices.put(record, now)
+@dataclass
+class Fold:
+    """Macs loaded for one transaction, judged as events arrive, written once."""
+
+    uow: ComplianceUnitOfWork
+    now: datetime
+    stale_after: timedelta
+    macs: dict[str, _Mac] = field(default_factory=dict)
+    items: dict[str, list[PolicyItem]] = field(default_factory=dict)
+    judged: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    events: list[CloudEvent] = field(default_factory=list)
+
+    async def load(self, ids: set[str], blueprint_ids: set[str]) -> None:
+        for eid, (inputs, row, items) in (await self.uow.store.load(sorted(ids))).items():
+            self.macs[eid] = _Mac(inputs, row, items)
+        blueprint_ids |= {
+            m.inputs.blueprint_id for m in self.macs.values() if m.inputs.blueprint_id
+        }
+        self.items.update(await self.uow.store.items_of(blueprint_ids))
+
+    def mac(self, enrollment_id: str) -> _Mac:
+        mac = self.macs.get(enrollment_id)
+        if mac is None:
+            facts = DeviceFacts(enrollment_id=enrollment_id)
+            mac = _Mac(DeviceInputs(enrollment_id=enrollment_id, facts=facts), None, {})
+            self.macs[enrollment_id] = mac
+        self.gone.discard(enrollment_id)
+        return mac
+
+    def judge(self, enrollment_id: str, cause: str) -> None:
+        mac = self.macs[enrollment_id]
+        bp = mac.inputs.blueprint_id
+        judgement = evaluate(
+            mac.inputs, self.items.get(bp) if bp else None, self.now, self.stale_after
+        )
+        self._record(mac, judgement, cause)
+        self.judged.add(enrollment_id)
+
+    def _record(self, mac: _Mac, j: Judgement, cause: str) -> None:
+        inputs, now = mac.inputs, self.now
+        version = inputs.facts.version
+        previous = mac.row["state"] if mac.row else None
+        mac.row = {
+            "enrollment_id": inputs.enrollment_id,
+            "blueprint_id": inputs.blueprint_id,
+            "os_version": inputs.facts.os_version,
+            "os_major": version.major if version is not None else None,
+            **_verdict_columns(j.overall),
+            "state_since": mac.row["state_since"]
+            if mac.row and previous == j.overall.state
+            else now,
+            "next_check_at": j.next_check_at,
+            "last_report_at": inputs.last_report_at,
+            "updated_at": now,
+        }
+        if previous != j.overall.state:
+            self._change(inputs, None, previous, j.overall, cause)
+        items: dict[str, dict[str, Any]] = {}
+        for item_id, verdict in j.items.items():
+            old = mac.items.get(item_id)
+            was = old["state"] if old else None
+            major = next(
+                (
+                    i.major
+                    for i in self.items.get(inputs.blueprint_id or "", [])
+                    if i.item_id == item_id
+                ),
+                None,
+            )
+            items[item_id] = {
+                "enrollment_id": inputs.enrollment_id,
+                "item_id": item_id,
+                "blueprint_id": inputs.blueprint_id,
+                "item_major": major,
+                "os_version": inputs.facts.os_version,
+                **_verdict_columns(verdict),
+                "state_since": old["state_since"] if old and was == verdict.state else now,
+            }
+            if was != verdict.state:
+                self._change(inputs, item_id, was, verdict, cause)
+        mac.written = items
+
+    def _change(
+        self,
+        inputs: DeviceInputs,
+        item_id: str | None,
+        previous: str | None,
+        verdict: Verdict,
+        cause: str,
+    ) -> None:
+        if cause == SWEPT:
+            # Judged again by the sweep: name the cause by what happened.
+            cause = {"overdue": "deadline", "unknown": "stale"}.get(verdict.state, "policy")
+        self.changes.append(
+            {
+                "enrollment_id": inputs.enrollment_id,
+                "item_id": item_id or OVERALL,
+                "previous": previous,
+                "state": verdict.state,
+                "reason": verdict.reason,
+                "cause": cause,
+                "at": self.now,
+            }
+        )
+        payload = DeviceComplianceChanged(
+            enrollment_id=inputs.enrollment_id,
+            blueprint_id=inputs.blueprint_id,
+            item_id=item_id,
+            previous=previous,
+            state=verdict.state,
+            reason=verdict.reason,
+            target_version=verdict.target_version,
+            deadline=verdict.deadline,
+            cause=cause,
+            changed_at=self.now,
+        )
+        self.events.append(
+            to_event(payload, source=SOURCE, subject=inputs.enrollment_id, time=self.now)
+        )
+
+    def forget(self, enrollment_id: str, cause: str) -> None:
+        mac = self.macs.pop(enrollment_id, None)
+        self.judged.discard(enrollment_id)
+        if mac is not None and mac.row is not None:
+            gone = Verdict("not_managed", "unenrolled")
+            self._change(mac.inputs, None, mac.row["state"], gone, cause)
+        self.gone.add(enrollment_id)
+
+    async def flush(self) -> None:
+        store = self.uow.store
+        if self.gone:
+            await store.forget(sorted(self.gone))
+        rows: list[dict[str, Any]] = []
+        inputs: list[DeviceInputs] = []
+        item_rows: list[dict[str, Any]] = []
+        stale_items: list[tuple[str, str]] = []
+        for eid in sorted(self.judged):
+            mac = self.macs[eid]
+            assert mac.row is not None
+            rows.append(mac.row)
+            if mac.dirty_inputs:
+                inputs.append(mac.inputs)
+            written = mac.written
+            for item_id, row in written.items():
+                old = mac.items.get(item_id)
+                if old is None or any(old.get(k) != v for k, v in row.items()):
+                    item_rows.append(row)
+            stale_items.extend((eid, i) for i in mac.items if i not in written)
+        await store.save(rows, inputs, item_rows, stale_items)
+        await store.add_changes(self.changes)
+        if self.events:
+            await self.uow.outbox.add_many(DeviceComplianceChanged.TOPIC, self.events)
 
 
-def judged(record: DeviceRecord, now: datetime, stale: timedelta) -> dict[str, Any]:
-    verdict = evaluate(record, now, stale)
+def _verdict_columns(v: Verdict) -> dict[str, Any]:
     return {
-        "enrollment_id": record.enrollment_id,
-        "blueprint_id": record.blueprint_id,
-        "state": verdict.state,
-        "reason": verdict.reason,
-        "os_version": record.facts.os_version,
-        "build_version": record.facts.build_version,
-        "target_version": verdict.target_version,
-        "deadline": verdict.deadline,
-        "last_report_at": record.last_report_at,
+        "state": v.state,
+        "reason": v.reason,
+        "target_version": v.target_version,
+        "deadline": v.deadline,
+        "due_at": v.due_at,
     }
 
 
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    counts = Counter(r["state"] for r in rows)
-    total = len(rows)
-    return {
-        "total": total,
-        "counts": {s: counts.get(s, 0) for s in STATES},
-        "percent_up_to_date": round(100 * counts.get("up_to_date", 0) / total, 1)
-        if total
-        else None,
-        "versions": dict(Counter(r["os_version"] or "unknown" for r in rows).most_common()),
+def _cause(event: CloudEvent) -> str:
+    return f"{event.type.rsplit('.', 2)[-2]}:{event.id}"
+
+
+async def apply_events(
+    uow: ComplianceUnitOfWork,
+    consumer: str,
+    events: Sequence[CloudEvent],
+    now: datetime,
+    stale_after: timedelta,
+) -> int:
+    """Apply a batch of device and policy events (each once, in order per key). Returns how
+    many took effect. The caller commits."""
+    parsed: list[tuple[CloudEvent, EventPayload]] = []
+    for event in events:
+        try:
+            payload = from_event(event)
+        except EnvelopeError as exc:
+            log.error("skipping unreadable event", extra={"error": str(exc)})
+            continue
+        if payload is not None:
+            parsed.append((event, payload))
+    fresh = await uow.inbox.record_many(consumer, [e.id for e, _ in parsed])
+    todo: list[tuple[CloudEvent, EventPayload]] = []
+    for event, payload in parsed:
+        if event.id in fresh:
+            fresh.discard(event.id)  # a duplicate inside the batch counts once
+            todo.append((event, payload))
+    if not todo:
+        return 0
+    fold = Fold(uow, now, stale_after)
+    device_ids = {p.enrollment_id for _, p in todo if isinstance(p, DEVICE_EVENTS)}
+    blueprint_ids = {
+        p.blueprint_id
+        for _, p in todo
+        if isinstance(p, (*DEVICE_EVENTS, PolicyPublished)) and getattr(p, "blueprint_id", None)
     }
+    await fold.load(device_ids, {b for b in blueprint_ids if b})
+    for event, payload in todo:
+        cause = _cause(event)
+        if isinstance(payload, PolicyPublished):
+            if await uow.store.put_blueprint(
+                payload.blueprint_id, payload.revision, payload.items, now
+            ):
+                fold.items[payload.blueprint_id] = payload.items
+        elif isinstance(payload, DeviceUnenrolled):
+            fold.forget(payload.enrollment_id, cause)
+        elif isinstance(payload, DeviceStatusReported | DeviceManifestChanged | DeviceRegistered):
+            mac = fold.mac(payload.enrollment_id)
+            if not _fold_into(mac.inputs, payload):
+                continue
+            bp = mac.inputs.blueprint_id
+            if bp and bp not in fold.items:
+                fold.items.update(await uow.store.items_of([bp]))
+            mac.dirty_inputs = True
+            fold.judge(payload.enrollment_id, cause)
+    await fold.flush()
+    return len(todo)
+
+
+DEVICE_EVENTS = (DeviceStatusReported, DeviceManifestChanged, DeviceRegistered, DeviceUnenrolled)
+
+
+def _fold_into(
+    inputs: DeviceInputs,
+    payload: DeviceStatusReported | DeviceManifestChanged | DeviceRegistered,
+) -> bool:
+    """Update a Mac's inputs from one event; False when the event changes nothing."""
+    if isinstance(payload, DeviceStatusReported):
+        if inputs.last_report_at is not None and payload.reported_at < inputs.last_report_at:
+            return False  # an older report arriving late
+        inputs.blueprint_id = payload.blueprint_id
+        inputs.facts = payload.facts
+        inputs.softwareupdate = payload.softwareupdate
+        inputs.declarations = payload.declarations
+        inputs.expected = payload.expected
+        inputs.last_report_at = payload.reported_at
+    elif isinstance(payload, DeviceManifestChanged):
+        inputs.blueprint_id = payload.blueprint_id
+        inputs.expected = payload.expected
+        if payload.facts.os_version is not None:
+            inputs.facts = payload.facts
+    else:
+        inputs.blueprint_id = payload.blueprint_id
+        inputs.time_zone = payload.time_zone
+    return True
+
+
+async def sweep(
+    uow: ComplianceUnitOfWork, now: datetime, stale_after: timedelta, limit: int
+) -> int:
+    """Judge again the Macs whose deadline or stale window has come, or whose blueprint's
+    items changed. Returns how many were judged; the caller commits and calls again while
+    that equals `limit`."""
+    await uow.store.claim_reevaluations(now)
+    ids = await uow.store.due(now, limit)
+    if not ids:
+        return 0
+    fold = Fold(uow, now, stale_after)
+    await fold.load(set(ids), set())
+    for eid in ids:
+        if eid in fold.macs:
+            fold.judge(eid, SWEPT)
+    await fold.flush()
+    return len(ids)

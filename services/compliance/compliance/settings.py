@@ -14,3 +14,19 @@ class ComplianceSettings(ServiceSettings):
     stale_after_hours: float = Field(
         72, gt=0, description="A device silent for longer than this is `unknown`."
     )
+    consumer_batch_size: int = Field(
+        2000, ge=1, le=50_000, description="Most events applied in one transaction."
+    )
+    sweep_interval_seconds: float = Field(
+        30, gt=0, description="How often deadlines and stale windows are checked."
+    )
+    sweep_batch_size: int = Field(1000, ge=1, description="Macs judged per sweep transaction.")
+    snapshot_interval_seconds: float = Field(
+        3600, gt=0, description="How often today's per-blueprint counts (trend) are stored."
+    )
+    metrics_interval_seconds: float = Field(
+        15, gt=0, description="How often the devices-per-state gauges are refreshed."
+    )
+    inbox_retention_days: float = Field(
+        7, gt=0, description="Processed event ids older than this are pruned."
+    )

@@ -248,9 +248,10 @@ async def apply_events(
     blueprint_ids = {
         p.blueprint_id
         for _, p in todo
-        if isinstance(p, (*DEVICE_EVENTS, PolicyPublished)) and getattr(p, "blueprint_id", None)
+        if isinstance(p, DeviceStatusReported | DeviceManifestChanged | DeviceRegistered)
+        and p.blueprint_id
     }
-    await fold.load(device_ids, {b for b in blueprint_ids if b})
+    await fold.load(device_ids, blueprint_ids)
     for event, payload in todo:
         cause = _cause(event)
         if isinstance(payload, PolicyPublished):

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PG_VERSION ?= 15
 
-.PHONY: install run test test-fast lint fmt bench pg-up clean
+.PHONY: install run dev dev-down dev-fleet test test-fast lint fmt bench pg-up clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,19 @@ install: $(STAMP)
 ## run: the whole suite in one process on the embedded default (SQLite + in-process bus)
 run: install
 	$(BIN)/managed-os run
+
+## dev: production-like local run: PostgreSQL, Tansu and the four services as separate
+## processes (pids, logs and secrets under data/dev); returns once all four are ready
+dev: install pg-up
+	$(BIN)/python scripts/dev.py up
+
+## dev-down: stop what `make dev` started (SIGTERM, SIGKILL after 40 s); databases are kept
+dev-down:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) scripts/dev.py down
+
+## dev-fleet: against `make dev`, 100 simulated Macs until compliance shows 100 % up to date
+dev-fleet: install
+	$(BIN)/python scripts/dev_fleet.py --devices 100
 
 ## test: lint, type checks, then every test (unit, integration on PostgreSQL + Tansu, e2e)
 test: lint pg-up

@@ -145,9 +145,12 @@ def _after(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput("cursor is not one this API returned") from exc
+        after = base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        after = None
+    if after is None or _cursor(after) != cursor:
+        raise InvalidInput("cursor is not one this API returned")
+    return after
 
 
 StateQ = Annotated[State | None, Query(description="Only Macs in this overall state")]

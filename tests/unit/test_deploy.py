@@ -367,6 +367,34 @@ def test_migration_jobs_migrate_their_service_once(overlay: str) -> None:
         assert not selects({"matchLabels": svc["spec"]["selector"]}, pod_labels(job))
 
 
+# docs/operations.md applies everything but the services first, then waits for the Jobs.
+BEFORE_ROLLOUT = {
+    "matchExpressions": [
+        {"key": "app.kubernetes.io/component", "operator": "NotIn", "values": list(SPECS)}
+    ]
+}
+
+
+def test_the_pre_rollout_apply_brings_the_jobs_and_all_they_need_but_no_service(
+    overlay: str,
+) -> None:
+    objs = render(overlay)
+    first = {
+        (o["kind"], o["metadata"]["name"])
+        for o in objs
+        if selects(BEFORE_ROLLOUT, o["metadata"].get("labels", {}))
+    }
+    assert not {kind for kind, _ in first} & {"Deployment", "Service"}
+    for job in of_kind(objs, "Job"):
+        assert ("Job", job["metadata"]["name"]) in first
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        for source in container.get("envFrom", []):
+            assert ("ConfigMap", source["configMapRef"]["name"]) in first
+        for ref in secret_refs(container).values():
+            assert overlay == "prod" or ("Secret", ref["name"]) in first
+    assert ("Namespace", NAMESPACES[overlay]) in first
+
+
 def test_replicas_follow_the_overlay_and_the_autoscalers() -> None:
     dev, prod = render("dev"), render("prod")
     assert of_kind(dev, "HorizontalPodAutoscaler") == []

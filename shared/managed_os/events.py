@@ -165,7 +165,8 @@ ComplianceState = Literal[
 
 class DeviceComplianceChanged(EventPayload):
     """A Mac's compliance state changed, for one item (`item_id`) or overall (`item_id`
-    None). For alerting; keyed by enrollment id."""
+    None; the compliance service publishes these; item changes are in its history API). For
+    alerting; keyed by enrollment id."""
 
     TYPE = "com.managed-os.compliance.device-compliance-changed.v1"
     TOPIC = TOPIC_COMPLIANCE

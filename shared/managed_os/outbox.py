@@ -150,7 +150,7 @@ class OutboxRelay:
         bus: EventBus,
         *,
         interval: float = 0.5,
-        batch: int = 100,
+        batch: int = 500,
         on_published: Callable[[int], None] | None = None,
         on_backlog: Callable[[int], None] | None = None,
     ) -> None:
@@ -171,9 +171,8 @@ class OutboxRelay:
             records = await uow.outbox.pending(self.batch)
             delivered: list[int] = []
             try:
-                for record in records:
-                    await self.bus.publish(record.topic, record.event)
-                    delivered.append(record.id)
+                accepted = await self.bus.publish_many([(r.topic, r.event) for r in records])
+                delivered = [r.id for r in records[:accepted]]
             finally:
                 # Keep what was acknowledged even if a later publish failed.
                 await uow.outbox.remove(delivered)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -105,6 +106,15 @@ def tansu_binary() -> str:
 @contextmanager
 def tansu_broker() -> Iterator[str]:
     """A Kafka-protocol broker (Tansu, in-memory storage) on a free port."""
+    with tansu_process() as (bootstrap, _proc):
+        yield bootstrap
+
+
+@contextmanager
+def tansu_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`tansu_broker` with its process, for tests that freeze it (SIGSTOP/SIGCONT): this
+    build keeps its log in memory, so freezing is how an outage of a durable broker is
+    modelled."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
@@ -130,8 +140,9 @@ def tansu_broker() -> Iterator[str]:
             time.sleep(0.1)
         else:
             raise RuntimeError("tansu did not start listening")
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc
     finally:
+        proc.send_signal(signal.SIGCONT)
         proc.terminate()
         try:
             proc.wait(10)

@@ -55,7 +55,8 @@ class Fold:
     now: datetime
     stale_after: timedelta
     macs: dict[str, _Mac] = field(default_factory=dict)
-    items: dict[str, list[PolicyItem]] = field(default_factory=dict)
+    # Items per blueprint; None: no policy of that blueprint seen yet (looked up once).
+    items: dict[str, list[PolicyItem] | None] = field(default_factory=dict)
     judged: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
     changes: list[dict[str, Any]] = field(default_factory=list)
@@ -67,7 +68,8 @@ class Fold:
         blueprint_ids |= {
             m.inputs.blueprint_id for m in self.macs.values() if m.inputs.blueprint_id
         }
-        self.items.update(await self.uow.store.items_of(blueprint_ids))
+        found = await self.uow.store.items_of(blueprint_ids)
+        self.items.update({bp: found.get(bp) for bp in blueprint_ids})
 
     def mac(self, enrollment_id: str) -> _Mac:
         mac = self.macs.get(enrollment_id)
@@ -107,22 +109,15 @@ class Fold:
         if previous != j.overall.state:
             self._change(inputs, None, previous, j.overall, cause)
         items: dict[str, dict[str, Any]] = {}
+        majors = {i.item_id: i.major for i in self.items.get(inputs.blueprint_id or "") or ()}
         for item_id, verdict in j.items.items():
             old = mac.items.get(item_id)
             was = old["state"] if old else None
-            major = next(
-                (
-                    i.major
-                    for i in self.items.get(inputs.blueprint_id or "", [])
-                    if i.item_id == item_id
-                ),
-                None,
-            )
             items[item_id] = {
                 "enrollment_id": inputs.enrollment_id,
                 "item_id": item_id,
                 "blueprint_id": inputs.blueprint_id,
-                "item_major": major,
+                "item_major": majors.get(item_id),
                 "os_version": inputs.facts.os_version,
                 **_verdict_columns(verdict),
                 "state_since": old["state_since"] if old and was == verdict.state else now,
@@ -153,6 +148,8 @@ class Fold:
                 "at": self.now,
             }
         )
+        if item_id is not None:
+            return  # item changes go to the history; the outbox carries the Mac's overall state
         payload = DeviceComplianceChanged(
             enrollment_id=inputs.enrollment_id,
             blueprint_id=inputs.blueprint_id,
@@ -267,7 +264,7 @@ async def apply_events(
                 continue
             bp = mac.inputs.blueprint_id
             if bp and bp not in fold.items:
-                fold.items.update(await uow.store.items_of([bp]))
+                fold.items[bp] = (await uow.store.items_of([bp])).get(bp)
             mac.dirty_inputs = True
             fold.judge(payload.enrollment_id, cause)
     await fold.flush()

@@ -39,6 +39,11 @@ class EventBus(Protocol):
 
     async def publish(self, topic: str, event: CloudEvent) -> None: ...
 
+    async def publish_many(self, events: Sequence[tuple[str, CloudEvent]]) -> int:
+        """Publish (topic, event) pairs in order, pipelined; returns how many from the start
+        the bus accepted (the rest stay with the caller for a retry)."""
+        ...
+
     async def subscribe(
         self, topics: Sequence[str], group: str, handler: EventHandler
     ) -> Subscription: ...

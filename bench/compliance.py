@@ -1,0 +1,285 @@
+"""Compliance: consumer throughput from Kafka (Tansu) into PostgreSQL, and summary query
+time over a large fleet.
+
+1. Consumer: EVENTS `DeviceStatusReported` events for DEVICES Macs (a realistic mix: most
+   pending, some installing, failed, up to date) are produced to the devices topic first;
+   then the compliance service's own consumer (its app lifespan, the real batched handler:
+   inbox, state rules, history, outbox, offsets committed after the commit) drains them into a
+   fresh PostgreSQL database. Printed: events/s, against a bare aiokafka consumer reading the
+   same events in the same run (the broker's ceiling here). Target: ≥ 20,000 events/s.
+2. Summary: FLEET Macs (and their item rows) inserted straight into the tables, then
+   `GET /v1/summary` for the fleet, one blueprint and one item, timed over repeated calls
+   (in-process ASGI: the query and the JSON, no network). Target: ≤ 50 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import func, insert, select
+
+from bench.support import fresh_database
+from compliance import models
+from compliance.main import SPEC
+from compliance.settings import ComplianceSettings
+from managed_os import auth
+from managed_os.app import create_app
+from managed_os.clock import FixedClock
+from managed_os.events import (
+    TOPIC_DEVICES,
+    TOPIC_POLICIES,
+    DeviceStatusReported,
+    PolicyPublished,
+    SoftwareUpdateState,
+    to_event,
+)
+from managed_os.policy import DeviceFacts, ExpectedEnforcement, PolicyItem
+from tests.support.infra import tansu_broker
+
+EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
+DEVICES = int(os.environ.get("BENCH_EVENT_DEVICES", "20000"))
+FLEET = int(os.environ.get("BENCH_FLEET", "100000"))
+SECRET = "bench-secret-0123456789abcdef0123456789"
+NOW = datetime(2026, 8, 31, 12, tzinfo=UTC)
+BLUEPRINTS = [f"bp-{n:02d}" for n in range(20)]
+ITEM = PolicyItem(
+    item_id="item-26", major=26, mode="rolling", installation_method="continuously_enforce"
+)
+STATES = ["pending", "in_progress", "up_to_date", "failed", "overdue"]
+
+
+# Each Mac's reports walk through an update as a real one does: enforced → downloading →
+# prepared → installing → on the new version (a few fail instead), so most events change a
+# state and write history and an outbox event.
+PHASES = ["none", "downloading", "prepared", "installing", "done"]
+
+
+def _report(n: int, rng: random.Random) -> DeviceStatusReported:
+    eid = f"MAC-{n % DEVICES:06d}"
+    step = n // DEVICES
+    phase = PHASES[step % len(PHASES)]
+    failed = phase == "installing" and rng.random() < 0.05
+    version = "26.6.2" if phase == "done" else "26.4.1"
+    return DeviceStatusReported(
+        enrollment_id=eid,
+        blueprint_id=BLUEPRINTS[n % len(BLUEPRINTS)],
+        reported_at=NOW + timedelta(minutes=step),
+        full_report=step == 0,
+        facts=DeviceFacts(
+            enrollment_id=eid,
+            os_version=version,
+            build_version="25G200" if version == "26.6.2" else "25E253",
+            device_id="J313AP",
+            model_identifier="Mac14,2",
+        ),
+        softwareupdate=SoftwareUpdateState(
+            install_state="failed" if failed else ("none" if phase == "done" else phase),
+            pending_version=None if phase in ("none", "done") else "26.6.2",
+            failure_count=1 if failed else 0,
+            failure_reason="Not enough free disk space" if failed else None,
+        ),
+        declarations=[],
+        expected=[
+            ExpectedEnforcement(
+                item_id="item-26",
+                declaration_id="managed-os.item-26.u.aaaaaaaaaaaa",
+                kind="update",
+                target_version="26.6.2",
+                deadline="2026-09-05T17:00:00",
+            )
+        ],
+    )
+
+
+async def produce(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(TOPIC_DEVICES, 3, 1), NewTopic(TOPIC_POLICIES, 3, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1 << 20
+    )
+    await producer.start()
+    rng = random.Random(7)
+    try:
+        for bp in BLUEPRINTS:
+            policy = PolicyPublished(
+                blueprint_id=bp, revision=1, token="t", candidates=[], items=[ITEM]
+            )
+            key, value, headers = to_event(policy, source="/b", subject=bp, time=NOW).to_kafka()
+            await producer.send(TOPIC_POLICIES, value=value, key=key, headers=headers)
+        pending = []
+        for n in range(EVENTS):
+            p = _report(n, rng)
+            event = to_event(p, source="/bench", subject=p.enrollment_id, time=NOW)
+            key, value, headers = event.to_kafka()
+            pending.append(
+                await producer.send(TOPIC_DEVICES, value=value, key=key, headers=headers)
+            )
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def bare_consume(bootstrap: str) -> float:
+    """Events/s of an aiokafka consumer that only reads the devices topic."""
+    consumer = AIOKafkaConsumer(
+        TOPIC_DEVICES,
+        bootstrap_servers=bootstrap,
+        group_id="bench-bare",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    seen, started = 0, time.perf_counter()
+    try:
+        while seen < EVENTS:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            seen += sum(len(r) for r in batches.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def service_consume(bootstrap: str) -> tuple[float, int]:
+    """Events/s of the compliance service's own consumer into PostgreSQL."""
+    async with fresh_database(SPEC) as engine:
+        settings = ComplianceSettings(
+            database_url=engine.url.render_as_string(hide_password=False),
+            bus="kafka",
+            kafka_bootstrap_servers=bootstrap,
+            auth_secret=SECRET,
+            sweep_interval_seconds=3600,
+            snapshot_interval_seconds=3600,
+            metrics_interval_seconds=3600,
+        )
+        app = create_app(SPEC, settings, clock=FixedClock(NOW))
+        started = time.perf_counter()
+        async with app.router.lifespan_context(app):
+            target = EVENTS + len(BLUEPRINTS)
+            while True:
+                async with engine.connect() as conn:
+                    done = (
+                        await conn.execute(
+                            select(func.count()).select_from(models.processed_events)
+                        )
+                    ).scalar_one()
+                if done >= target:
+                    break
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            async with engine.connect() as conn:
+                macs = (
+                    await conn.execute(select(func.count()).select_from(models.devices))
+                ).scalar_one()
+        return EVENTS / elapsed, macs
+
+
+async def summary_times() -> dict[str, tuple[float, float]]:
+    async with fresh_database(SPEC) as engine:
+        rng = random.Random(11)
+        rows: list[dict[str, Any]] = []
+        items: list[dict[str, Any]] = []
+        for n in range(FLEET):
+            state = rng.choices(STATES, weights=[40, 10, 40, 5, 5])[0]
+            version = rng.choice(["26.4.1", "26.5", "26.6.1", "26.6.2", "15.7.1"])
+            eid, bp = f"MAC-{n:06d}", BLUEPRINTS[n % len(BLUEPRINTS)]
+            common = {
+                "enrollment_id": eid,
+                "blueprint_id": bp,
+                "os_version": version,
+                "state": state,
+                "reason": f"reason for {state}",
+                "target_version": "26.6.2",
+                "deadline": "2026-09-05T17:00:00",
+                "due_at": NOW + timedelta(days=5),
+                "state_since": NOW - timedelta(minutes=n % 5000),
+            }
+            rows.append(
+                {
+                    **common,
+                    "os_major": int(version.split(".")[0]),
+                    "next_check_at": NOW + timedelta(days=3),
+                    "last_report_at": NOW,
+                    "updated_at": NOW,
+                }
+            )
+            items.append({**common, "item_id": "item-26", "item_major": 26})
+        async with engine.begin() as conn:
+            for start in range(0, FLEET, 5000):
+                await conn.execute(insert(models.devices), rows[start : start + 5000])
+                await conn.execute(insert(models.device_items), items[start : start + 5000])
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("ANALYZE")
+        settings = ComplianceSettings(
+            database_url=engine.url.render_as_string(hide_password=False),
+            auth_secret=SECRET,
+            sweep_interval_seconds=3600,
+            snapshot_interval_seconds=3600,
+            metrics_interval_seconds=3600,
+        )
+        app = create_app(SPEC, settings, clock=FixedClock(NOW))
+        token = auth.issue_token(SECRET, ["compliance:read"])
+        out: dict[str, tuple[float, float]] = {}
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport,
+                base_url="http://bench",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as client:
+                for label, query in [
+                    ("fleet", ""),
+                    ("blueprint", "?blueprint_id=bp-03"),
+                    ("item", "?item_id=item-26"),
+                    ("major", "?major=26"),
+                ]:
+                    times = []
+                    for _ in range(25):
+                        t = time.perf_counter()
+                        r = await client.get(f"/v1/summary{query}")
+                        times.append((time.perf_counter() - t) * 1000)
+                        assert r.status_code == 200, r.text
+                    assert r.json()["total"] > 0
+                    times = times[5:]  # warm-up
+                    out[label] = (statistics.median(times), max(times))
+        return out
+
+
+async def main() -> None:
+    print("== compliance: consumer throughput (Tansu → PostgreSQL) and summary time ==")
+    with tansu_broker() as bootstrap:
+        t = time.perf_counter()
+        await produce(bootstrap)
+        print(
+            f"produced {EVENTS:,} status events for {DEVICES:,} Macs "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
+        bare = await bare_consume(bootstrap)
+        rate, macs = await service_consume(bootstrap)
+    print(f"bare aiokafka consumer (read only):      {bare:>9,.0f} events/s")
+    print(
+        f"compliance consumer into PostgreSQL:     {rate:>9,.0f} events/s "
+        f"({rate / bare:.2f} of bare; target ≥ 20,000/s: {'PASS' if rate >= 20000 else 'FAIL'})"
+    )
+    print(f"  Macs judged: {macs:,}")
+    times = await summary_times()
+    for label, (median, worst) in times.items():
+        verdict = "PASS" if median <= 50 else "FAIL"
+        print(
+            f"summary over {FLEET:,} Macs, {label:<9}: median {median:6.1f} ms, "
+            f"max {worst:6.1f} ms (target ≤ 50 ms: {verdict})"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -84,6 +84,8 @@ def run(devices: int, mode: str, timeout: float) -> int:
             *(sys.executable, "-m", "managed_os", "simulate", "--devices", str(devices)),
             *("--catalog", url("catalog"), "--device-channel", url("device-channel")),
             *("--token", token, "--blueprint", blueprint, "--ticks", "10000"),
+            # New Macs each run: ones left from an earlier run would count as up to date.
+            *("--prefix", f"DEV{blueprint[:6].upper()}"),
             *("--hmac-key", (DEV / "hmac-key").read_text().strip()),
         ]
         started = time.monotonic()

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.5,
         help="share of Macs using whole check-ins instead of /ddm/ routes",
     )
+    sim.add_argument("--prefix", default="SIM", help="enrollment ids are <prefix>-00000, …")
 
     token = sub.add_parser("token", help="issue an API token signed with MOS_AUTH_SECRET")
     token.add_argument("--scope", action="append", default=[], help="e.g. catalog:read; repeat")

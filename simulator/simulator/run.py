@@ -24,6 +24,7 @@ class SimulateArgs:
     failure_rate: float = 0.0
     hmac_key: str = ""
     checkin_share: float = 0.5
+    prefix: str = "SIM"  # enrollment ids are <prefix>-00000, <prefix>-00001, …
 
 
 async def prepare(http: httpx.AsyncClient, args: SimulateArgs) -> Fleet:
@@ -37,7 +38,9 @@ async def prepare(http: httpx.AsyncClient, args: SimulateArgs) -> Fleet:
         failure_rate=args.failure_rate,
         checkin_share=args.checkin_share,
     )
-    fleet = build_fleet(config, releases, devices.json()["items"], args.devices, args.major)
+    fleet = build_fleet(
+        config, releases, devices.json()["items"], args.devices, args.major, args.prefix
+    )
     dc = args.device_channel.rstrip("/")
     for mac in fleet.macs:
         (

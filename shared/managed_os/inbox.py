@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -47,22 +47,31 @@ class SqlInboxStore:
     async def record_many(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
             return set()
-        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
-        now = datetime.now(UTC)
-        fresh: set[str] = set()
         unique = list(dict.fromkeys(event_ids))
+        now = datetime.now(UTC)
+        if self.conn.dialect.name == "postgresql":
+            # One statement whatever the batch size: the ids travel as one array.
+            inserted = await self.conn.execute(
+                text(
+                    f"INSERT INTO {self.table.name} (consumer, event_id, processed_at) "
+                    "SELECT :consumer, e, :now FROM unnest(CAST(:ids AS text[])) AS e "
+                    "ON CONFLICT DO NOTHING RETURNING event_id"
+                ),
+                {"consumer": consumer, "now": now, "ids": unique},
+            )
+            return set(inserted.scalars())
+        stmt = (
+            sqlite_insert(self.table)
+            .on_conflict_do_nothing()
+            .returning(self.table.c.event_id, sort_by_parameter_order=True)
+        )
+        fresh: set[str] = set()
         for start in range(0, len(unique), _CHUNK):
             rows = [
                 {"consumer": consumer, "event_id": e, "processed_at": now}
                 for e in unique[start : start + _CHUNK]
             ]
-            stmt = (
-                dialect_insert(self.table)
-                .values(rows)
-                .on_conflict_do_nothing()
-                .returning(self.table.c.event_id)
-            )
-            fresh.update((await self.conn.execute(stmt)).scalars())
+            fresh.update((await self.conn.execute(stmt, rows)).scalars())
         return fresh
 
 

@@ -144,6 +144,24 @@ def run(client: TestClient, fn: Callable[..., Any]) -> Any:
     return client.portal.call(fn, client.app.state.ctx)  # type: ignore[attr-defined]
 
 
+def assert_counts_match_the_rows(client: TestClient) -> None:
+    """The running counts behind the summaries equal a recount of the rows."""
+
+    async def check(ctx: Any) -> None:
+        async with ctx.uow() as uow:
+            scopes: list[tuple[str, str, dict[str, Any]]] = [("fleet", "", {})]
+            for bp in ("bp-1", "bp-2", "-"):
+                scopes.append(("blueprint", bp, {"blueprint_id": bp}))
+            scopes += [("item", "item-26", {"item_id": "item-26"}), ("major", "26", {"major": 26})]
+            for scope_name, key, where in scopes:
+                running = await uow.store.read_counts(scope_name, key)
+                if scope_name == "blueprint" and key == "-":
+                    continue  # unassigned Macs: no filter value names them
+                assert running == await uow.store.counts(**where), (scope_name, key)
+
+    run(client, check)
+
+
 def test_a_report_makes_a_mac_pending_with_its_target_deadline_and_a_history(client):
     send(client, policy(), report("MAC-1"))
     mac = eventually(lambda: device(client, "MAC-1"))
@@ -216,6 +234,9 @@ def test_summaries_by_fleet_blueprint_item_and_major_with_late_and_failed_lists(
     assert by_item["total"] == 4 and by_item["counts"]["incompatible"] == 1
     assert client.get("/v1/summary?major=26", headers=READ).json()["counts"] == by_item["counts"]
     assert client.get("/v1/summary?blueprint_id=nope", headers=READ).json()["total"] == 0
+    both = client.get("/v1/summary?blueprint_id=bp-1&item_id=item-26", headers=READ).json()
+    assert both["counts"] == by_item["counts"]  # the scan path agrees with the running counts
+    assert_counts_match_the_rows(client)
 
 
 def test_an_event_seen_twice_is_applied_once(client):
@@ -244,6 +265,13 @@ def test_unenrolled_macs_disappear_but_a_new_policy_revisits_the_rest(client, cl
     send(client, policy(2, (ITEM.model_copy(update={"boards": ["J313AP", "Mac-X"]}),)))
     eventually(lambda: run(client, sweep_all) and device(client, "MAC-2")["state"] == "up_to_date")
     assert device(client, "MAC-2")["history"][0]["cause"] == "policy"
+    # The Mac moves blueprint; the new one has no items (its item rows go).
+    send(client, DeviceRegistered(enrollment_id="MAC-2", blueprint_id="bp-2", changed_at=NOW))
+    eventually(lambda: device(client, "MAC-2")["blueprint_id"] == "bp-2")
+    assert device(client, "MAC-2")["items"] == []
+    assert_counts_match_the_rows(client)
+    summary = client.get("/v1/summary", headers=READ).json()
+    assert summary["total"] == 1 and summary["counts"]["up_to_date"] == 1
 
 
 def test_devices_are_filtered_and_paged_by_cursor(client):

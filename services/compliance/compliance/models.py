@@ -19,6 +19,7 @@ devices = Table(
     metadata,
     Column("enrollment_id", String(200), primary_key=True),
     Column("blueprint_id", String(36)),
+    Column("time_zone", String(64)),
     Column("os_version", String(32)),
     Column("os_major", Integer),
     Column("state", String(16), nullable=False),
@@ -33,7 +34,7 @@ devices = Table(
     Column("last_report_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_devices_blueprint_state", "blueprint_id", "state"),
-    Index("ix_devices_state", "state"),
+    Index("ix_devices_state", "state", "state_since"),
 )
 
 device_inputs = Table(
@@ -72,6 +73,19 @@ blueprints = Table(
     Column("items", JsonDoc, nullable=False),
     Column("reevaluate", Integer, nullable=False, default=0),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Running counts behind the summaries, kept by each transaction that changes a state (and
+# rebuilt from the rows with every snapshot): scope 'fleet' (key ''), 'blueprint' (key: its
+# id, '-' for none), 'item' (key: item id) or 'major' (key: '26'); dim 'state' or 'version'.
+counts = Table(
+    "counts",
+    metadata,
+    Column("scope", String(16), primary_key=True),
+    Column("key", String(36), primary_key=True),
+    Column("dim", String(8), primary_key=True),
+    Column("value", String(32), primary_key=True),
+    Column("n", Integer, nullable=False),
 )
 
 # Every state change, with its time and cause (item_id '' = the Mac's overall state).

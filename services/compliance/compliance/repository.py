@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, select, true, update
+from sqlalchemy import Table, and_, delete, func, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,6 +19,7 @@ from sqlalchemy.sql import Select
 
 from compliance.models import (
     blueprints,
+    counts,
     daily_counts,
     device_inputs,
     device_items,
@@ -58,46 +59,45 @@ class ComplianceStore:
     # ---- devices ---------------------------------------------------------------------------
 
     async def load(
-        self, ids: Sequence[str], *, lock: bool = True
-    ) -> dict[str, tuple[DeviceInputs, dict[str, Any], dict[str, dict[str, Any]]]]:
-        """Inputs, judged row and item rows of these Macs (held for update on PostgreSQL,
-        in id order, so concurrent writers cannot deadlock)."""
-        out: dict[str, tuple[DeviceInputs, dict[str, Any], dict[str, dict[str, Any]]]] = {}
+        self, ids: Sequence[str], *, inputs_of: set[str] | None = None, lock: bool = True
+    ) -> dict[str, tuple[DeviceInputs | None, dict[str, Any], dict[str, dict[str, Any]]]]:
+        """Judged row, item rows and (for the ids in `inputs_of`, default all) the inputs of
+        these Macs; rows are held for update on PostgreSQL, in id order, so concurrent
+        writers cannot deadlock."""
+        out: dict[str, tuple[DeviceInputs | None, dict[str, Any], dict[str, dict[str, Any]]]] = {}
         for chunk in _chunks(sorted(ids)):
             query = (
-                select(devices, device_inputs.c.inputs)
-                .join(device_inputs, device_inputs.c.enrollment_id == devices.c.enrollment_id)
+                select(devices)
                 .where(devices.c.enrollment_id.in_(chunk))
                 .order_by(devices.c.enrollment_id)
             )
             if lock and self.postgres:
-                query = query.with_for_update(of=devices)
+                query = query.with_for_update()
             for row in await self.conn.execute(query):
-                data = dict(row._mapping)
-                inputs = DeviceInputs.model_validate(data.pop("inputs"))
-                out[row.enrollment_id] = (inputs, data, {})
+                out[row.enrollment_id] = (None, dict(row._mapping), {})
             items = select(device_items).where(device_items.c.enrollment_id.in_(chunk))
             for row in await self.conn.execute(items):
                 if row.enrollment_id in out:
                     out[row.enrollment_id][2][row.item_id] = dict(row._mapping)
+            wanted = [e for e in chunk if e in out and (inputs_of is None or e in inputs_of)]
+            if wanted:
+                query = select(device_inputs).where(device_inputs.c.enrollment_id.in_(wanted))
+                for row in await self.conn.execute(query):
+                    _, data, its = out[row.enrollment_id]
+                    out[row.enrollment_id] = (DeviceInputs.model_validate(row.inputs), data, its)
         return out
 
     async def save(
         self,
         device_rows: list[dict[str, Any]],
-        inputs: list[DeviceInputs],
+        inputs: list[dict[str, Any]],
         item_rows: list[dict[str, Any]],
         gone_items: list[tuple[str, str]],
     ) -> None:
+        """Upsert judged rows, inputs ({enrollment_id, inputs: JSON document}) and item
+        rows; delete the item rows of items a Mac no longer has."""
         await self._upsert(devices, device_rows, ["enrollment_id"])
-        await self._upsert(
-            device_inputs,
-            [
-                {"enrollment_id": i.enrollment_id, "inputs": i.model_dump(mode="json")}
-                for i in inputs
-            ],
-            ["enrollment_id"],
-        )
+        await self._upsert(device_inputs, inputs, ["enrollment_id"])
         await self._upsert(device_items, item_rows, ["enrollment_id", "item_id"])
         for chunk in _chunks(gone_items):
             for enrollment_id, item_id in chunk:
@@ -192,6 +192,57 @@ class ComplianceStore:
             )
         return flagged
 
+    # ---- running counts --------------------------------------------------------------------
+
+    async def add_counts(self, deltas: dict[tuple[str, str, str, str], int]) -> None:
+        """Apply count deltas, in key order (so concurrent transactions cannot deadlock)."""
+        rows = [
+            {"scope": k[0], "key": k[1], "dim": k[2], "value": k[3], "n": n}
+            for k, n in sorted(deltas.items())
+            if n
+        ]
+        if not rows:
+            return
+        stmt = self._insert(counts)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["scope", "key", "dim", "value"],
+            set_={"n": counts.c.n + stmt.excluded.n},
+        )
+        await self.conn.execute(stmt, rows)
+
+    async def read_counts(self, scope: str, key: str) -> tuple[dict[str, int], dict[str, int]]:
+        query = select(counts.c.dim, counts.c.value, counts.c.n).where(
+            counts.c.scope == scope, counts.c.key == key, counts.c.n != 0
+        )
+        by: dict[str, dict[str, int]] = {"state": {}, "version": {}}
+        for dim, value, n in await self.conn.execute(query):
+            by[dim][value] = n
+        return by["state"], by["version"]
+
+    async def rebuild_counts(self) -> None:
+        """Recount from the rows. On PostgreSQL the table is locked first: a transaction that
+        already counted has committed, one that has not waits and adds its delta after."""
+        if self.postgres:
+            await self.conn.execute(text("LOCK TABLE counts IN EXCLUSIVE MODE"))
+        await self.conn.execute(delete(counts))
+        fresh: Counter[tuple[str, str, str, str]] = Counter()
+        bp = func.coalesce(devices.c.blueprint_id, "-")
+        version = func.coalesce(devices.c.os_version, "unknown")
+        for dim, column in (("state", devices.c.state), ("version", version)):
+            query = select(bp, column, func.count()).group_by(bp, column)
+            for key, value, n in await self.conn.execute(query):
+                fresh[("blueprint", key, dim, value)] += n
+                fresh[("fleet", "", dim, value)] += n
+        item_version = func.coalesce(device_items.c.os_version, "unknown")
+        for dim, column in (("state", device_items.c.state), ("version", item_version)):
+            query = select(device_items.c.item_id, device_items.c.item_major, column, func.count())
+            query = query.group_by(device_items.c.item_id, device_items.c.item_major, column)
+            for item_id, major, value, n in await self.conn.execute(query):
+                fresh[("item", item_id, dim, value)] += n
+                if major is not None:
+                    fresh[("major", str(major), dim, value)] += n
+        await self.add_counts(fresh)
+
     # ---- reads -----------------------------------------------------------------------------
 
     async def counts(
@@ -282,6 +333,7 @@ class ComplianceStore:
         if enrollment_id not in loaded:
             return None
         inputs, row, items = loaded[enrollment_id]
+        assert inputs is not None
         return inputs, row, sorted(items.values(), key=lambda i: i["item_id"])
 
     async def per_blueprint_state(self) -> list[tuple[str | None, str, int]]:
@@ -291,7 +343,9 @@ class ComplianceStore:
         return [(r[0], r[1], r[2]) for r in await self.conn.execute(query)]
 
     async def snapshot(self, day: date) -> int:
-        """Store today's devices per state per blueprint (and for the fleet, blueprint '')."""
+        """Store today's devices per state per blueprint (and for the fleet, blueprint ''),
+        and recount the running counts from the rows."""
+        await self.rebuild_counts()
         per = await self.per_blueprint_state()
         fleet: Counter[str] = Counter()
         for _bp, state, n in per:

@@ -121,8 +121,16 @@ async def summary(
     state, percent up to date (of managed Macs), OS versions, and the overdue and failed
     Macs with their reasons (longest first, at most 50 each)."""
     where = {"blueprint_id": blueprint_id, "item_id": item_id, "major": major}
+    given = {k: v for k, v in where.items() if v is not None}
     async with ctx.uow() as uow:
-        by_state, versions = await uow.store.counts(**where)
+        if len(given) <= 1:  # the running counts answer these without a scan
+            scope_name = {"blueprint_id": "blueprint", "item_id": "item", "major": "major"}
+            name, value = next(iter(given.items()), ("fleet", ""))
+            by_state, versions = await uow.store.read_counts(
+                scope_name.get(name, "fleet"), str(value)
+            )
+        else:
+            by_state, versions = await uow.store.counts(**where)
         overdue = await uow.store.in_state("overdue", LIST_LIMIT, **where)
         failed = await uow.store.in_state("failed", LIST_LIMIT, **where)
     counts: dict[str, int] = {s: by_state.get(s, 0) for s in STATES}
@@ -201,7 +209,6 @@ async def get_device(
     su = inputs.softwareupdate
     return DeviceDetail(
         **row,
-        time_zone=inputs.time_zone,
         build_version=inputs.facts.effective_build,
         install_state=su.install_state,
         pending_version=su.pending_version,

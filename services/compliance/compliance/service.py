@@ -11,7 +11,8 @@ sweep, which reads only the Macs whose `next_check_at` has come.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,11 +41,18 @@ SWEPT = "sweep"
 
 @dataclass
 class _Mac:
-    inputs: DeviceInputs
+    inputs: DeviceInputs | None  # None: stored, not loaded (a status report replaces them)
     row: dict[str, Any] | None  # the stored judged row (None: new)
     items: dict[str, dict[str, Any]]  # stored item rows
     dirty_inputs: bool = False
+    original: dict[str, Any] | None = None  # the judged row as loaded (for count deltas)
+    # The inputs as a JSON document when an event gave them whole (saves a dump).
+    document: dict[str, Any] | None = None
     written: dict[str, dict[str, Any]] = field(default_factory=dict)  # judged item rows
+
+    def loaded(self) -> DeviceInputs:
+        assert self.inputs is not None, "inputs were not loaded"
+        return self.inputs
 
 
 @dataclass
@@ -59,21 +67,24 @@ class Fold:
     items: dict[str, list[PolicyItem] | None] = field(default_factory=dict)
     judged: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
+    removed: list[_Mac] = field(default_factory=list)  # unenrolled Macs, as loaded
     changes: list[dict[str, Any]] = field(default_factory=list)
     events: list[CloudEvent] = field(default_factory=list)
 
-    async def load(self, ids: set[str], blueprint_ids: set[str]) -> None:
-        for eid, (inputs, row, items) in (await self.uow.store.load(sorted(ids))).items():
-            self.macs[eid] = _Mac(inputs, row, items)
-        blueprint_ids |= {
-            m.inputs.blueprint_id for m in self.macs.values() if m.inputs.blueprint_id
-        }
+    async def load(
+        self, ids: set[str], blueprint_ids: set[str], inputs_of: set[str] | None = None
+    ) -> None:
+        loaded = await self.uow.store.load(sorted(ids), inputs_of=inputs_of)
+        for eid, (inputs, row, items) in loaded.items():
+            self.macs[eid] = _Mac(inputs, row, items, original=row)
+            if row["blueprint_id"]:
+                blueprint_ids.add(row["blueprint_id"])
         found = await self.uow.store.items_of(blueprint_ids)
         self.items.update({bp: found.get(bp) for bp in blueprint_ids})
 
     def mac(self, enrollment_id: str) -> _Mac:
         mac = self.macs.get(enrollment_id)
-        if mac is None:
+        if mac is None or (mac.inputs is None and mac.row is None):
             facts = DeviceFacts(enrollment_id=enrollment_id)
             mac = _Mac(DeviceInputs(enrollment_id=enrollment_id, facts=facts), None, {})
             self.macs[enrollment_id] = mac
@@ -82,20 +93,20 @@ class Fold:
 
     def judge(self, enrollment_id: str, cause: str) -> None:
         mac = self.macs[enrollment_id]
-        bp = mac.inputs.blueprint_id
-        judgement = evaluate(
-            mac.inputs, self.items.get(bp) if bp else None, self.now, self.stale_after
-        )
+        inputs = mac.loaded()
+        bp = inputs.blueprint_id
+        judgement = evaluate(inputs, self.items.get(bp) if bp else None, self.now, self.stale_after)
         self._record(mac, judgement, cause)
         self.judged.add(enrollment_id)
 
     def _record(self, mac: _Mac, j: Judgement, cause: str) -> None:
-        inputs, now = mac.inputs, self.now
+        inputs, now = mac.loaded(), self.now
         version = inputs.facts.version
         previous = mac.row["state"] if mac.row else None
         mac.row = {
             "enrollment_id": inputs.enrollment_id,
             "blueprint_id": inputs.blueprint_id,
+            "time_zone": inputs.time_zone,
             "os_version": inputs.facts.os_version,
             "os_major": version.major if version is not None else None,
             **_verdict_columns(j.overall),
@@ -169,9 +180,17 @@ class Fold:
     def forget(self, enrollment_id: str, cause: str) -> None:
         mac = self.macs.pop(enrollment_id, None)
         self.judged.discard(enrollment_id)
+        if mac is not None:
+            self.removed.append(mac)
         if mac is not None and mac.row is not None:
             gone = Verdict("not_managed", "unenrolled")
-            self._change(mac.inputs, None, mac.row["state"], gone, cause)
+            row = mac.row
+            stub = DeviceInputs(
+                enrollment_id=enrollment_id,
+                blueprint_id=row["blueprint_id"],
+                facts=DeviceFacts(enrollment_id=enrollment_id),
+            )
+            self._change(stub, None, row["state"], gone, cause)
         self.gone.add(enrollment_id)
 
     async def flush(self) -> None:
@@ -179,7 +198,7 @@ class Fold:
         if self.gone:
             await store.forget(sorted(self.gone))
         rows: list[dict[str, Any]] = []
-        inputs: list[DeviceInputs] = []
+        inputs: list[dict[str, Any]] = []
         item_rows: list[dict[str, Any]] = []
         stale_items: list[tuple[str, str]] = []
         for eid in sorted(self.judged):
@@ -187,7 +206,8 @@ class Fold:
             assert mac.row is not None
             rows.append(mac.row)
             if mac.dirty_inputs:
-                inputs.append(mac.inputs)
+                doc = mac.document or mac.loaded().model_dump(mode="json")
+                inputs.append({"enrollment_id": eid, "inputs": doc})
             written = mac.written
             for item_id, row in written.items():
                 old = mac.items.get(item_id)
@@ -195,9 +215,53 @@ class Fold:
                     item_rows.append(row)
             stale_items.extend((eid, i) for i in mac.items if i not in written)
         await store.save(rows, inputs, item_rows, stale_items)
+        await store.add_counts(self._count_deltas())
         await store.add_changes(self.changes)
         if self.events:
             await self.uow.outbox.add_many(DeviceComplianceChanged.TOPIC, self.events)
+
+    def _count_deltas(self) -> Counter[tuple[str, str, str, str]]:
+        """What this transaction does to the running counts: every Mac's rows as loaded
+        leave them, its rows as written join them."""
+        deltas: Counter[tuple[str, str, str, str]] = Counter()
+        for mac in self.removed:
+            for key in _count_keys(mac.original, mac.items.values()):
+                deltas[key] -= 1
+        for eid in self.judged:
+            mac = self.macs[eid]
+            for key in _count_keys(mac.original, mac.items.values()):
+                deltas[key] -= 1
+            for key in _count_keys(mac.row, mac.written.values()):
+                deltas[key] += 1
+        return deltas
+
+
+def _count_keys(
+    row: dict[str, Any] | None, items: Iterable[dict[str, Any]]
+) -> list[tuple[str, str, str, str]]:
+    keys: list[tuple[str, str, str, str]] = []
+    if row is not None:
+        bp, state, version = (
+            row["blueprint_id"] or "-",
+            row["state"],
+            row["os_version"] or "unknown",
+        )
+        keys += [
+            ("fleet", "", "state", state),
+            ("fleet", "", "version", version),
+            ("blueprint", bp, "state", state),
+            ("blueprint", bp, "version", version),
+        ]
+    for item in items:
+        state, version = item["state"], item["os_version"] or "unknown"
+        keys += [
+            ("item", item["item_id"], "state", state),
+            ("item", item["item_id"], "version", version),
+        ]
+        if item["item_major"] is not None:
+            major = str(item["item_major"])
+            keys += [("major", major, "state", state), ("major", major, "version", version)]
+    return keys
 
 
 def _verdict_columns(v: Verdict) -> dict[str, Any]:
@@ -242,13 +306,18 @@ async def apply_events(
         return 0
     fold = Fold(uow, now, stale_after)
     device_ids = {p.enrollment_id for _, p in todo if isinstance(p, DEVICE_EVENTS)}
+    # A status report carries every input but the time zone (on the judged row): only Macs
+    # with other events in this batch need their stored inputs read.
+    merge = {
+        p.enrollment_id for _, p in todo if isinstance(p, DeviceManifestChanged | DeviceRegistered)
+    }
     blueprint_ids = {
         p.blueprint_id
         for _, p in todo
         if isinstance(p, DeviceStatusReported | DeviceManifestChanged | DeviceRegistered)
         and p.blueprint_id
     }
-    await fold.load(device_ids, blueprint_ids)
+    await fold.load(device_ids, blueprint_ids, merge)
     for event, payload in todo:
         cause = _cause(event)
         if isinstance(payload, PolicyPublished):
@@ -258,17 +327,45 @@ async def apply_events(
                 fold.items[payload.blueprint_id] = payload.items
         elif isinstance(payload, DeviceUnenrolled):
             fold.forget(payload.enrollment_id, cause)
-        elif isinstance(payload, DeviceStatusReported | DeviceManifestChanged | DeviceRegistered):
+        elif isinstance(payload, DeviceStatusReported):
             mac = fold.mac(payload.enrollment_id)
-            if not _fold_into(mac.inputs, payload):
-                continue
-            bp = mac.inputs.blueprint_id
-            if bp and bp not in fold.items:
-                fold.items[bp] = (await uow.store.items_of([bp])).get(bp)
-            mac.dirty_inputs = True
-            fold.judge(payload.enrollment_id, cause)
+            last = (
+                mac.inputs.last_report_at if mac.inputs else (mac.row or {}).get("last_report_at")
+            )
+            if last is not None and payload.reported_at < last:
+                continue  # an older report arriving late changes nothing
+            tz = mac.inputs.time_zone if mac.inputs else (mac.row or {}).get("time_zone")
+            mac.inputs = DeviceInputs.model_construct(
+                enrollment_id=payload.enrollment_id,
+                blueprint_id=payload.blueprint_id,
+                time_zone=tz,
+                facts=payload.facts,
+                softwareupdate=payload.softwareupdate,
+                declarations=payload.declarations,
+                expected=payload.expected,
+                last_report_at=payload.reported_at,
+            )
+            mac.document = {
+                **event.data,
+                "last_report_at": event.data["reported_at"],
+                "time_zone": tz,
+            }
+            await _judge(fold, mac, payload.enrollment_id, cause)
+        elif isinstance(payload, DeviceManifestChanged | DeviceRegistered):
+            mac = fold.mac(payload.enrollment_id)
+            _fold_into(mac.loaded(), payload)
+            mac.document = None
+            await _judge(fold, mac, payload.enrollment_id, cause)
     await fold.flush()
     return len(todo)
+
+
+async def _judge(fold: Fold, mac: _Mac, enrollment_id: str, cause: str) -> None:
+    bp = mac.loaded().blueprint_id
+    if bp and bp not in fold.items:
+        fold.items[bp] = (await fold.uow.store.items_of([bp])).get(bp)
+    mac.dirty_inputs = True
+    fold.judge(enrollment_id, cause)
 
 
 DEVICE_EVENTS = (DeviceStatusReported, DeviceManifestChanged, DeviceRegistered, DeviceUnenrolled)

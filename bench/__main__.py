@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench import catalog_sync, ddm_sync, recompile
+from bench import catalog_sync, compliance, ddm_sync, recompile
 
 
 def main() -> None:
@@ -13,6 +13,8 @@ def main() -> None:
     asyncio.run(recompile.main())
     print()
     asyncio.run(ddm_sync.main())
+    print()
+    asyncio.run(compliance.main())
 
 
 if __name__ == "__main__":

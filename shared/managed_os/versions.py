@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import total_ordering
+from functools import lru_cache, total_ordering
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler
@@ -253,8 +253,10 @@ def _string_type_schema(cls: type, parse: Callable[[str], Any]) -> core_schema.C
     )
 
 
+@lru_cache(maxsize=8192)
 def parse_version(text: str, extra: str | None = None) -> OSVersion:
-    """`OSVersion.parse`; raises `VersionError`."""
+    """`OSVersion.parse`, memoised (versions are immutable and a fleet has few distinct
+    ones; every manifest and compliance judgement parses them); raises `VersionError`."""
     return OSVersion.parse(text, extra)
 
 

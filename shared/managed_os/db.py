@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, MetaData, String, Table, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
 # JSON column: JSONB on PostgreSQL, JSON text elsewhere.
@@ -85,3 +101,73 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def is_postgres(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def _pg_array_cast(column: Column[Any]) -> str:
+    """How one column's values travel in `bulk_write` on PostgreSQL: as a typed array."""
+    kind = column.type
+    if isinstance(kind, JSON):
+        return "CAST({} AS text[])::jsonb[]"
+    if isinstance(kind, UtcDateTime | DateTime):
+        return "CAST({} AS timestamptz[])"
+    if isinstance(kind, BigInteger):
+        return "CAST({} AS bigint[])"
+    if isinstance(kind, Integer):
+        return "CAST({} AS integer[])"
+    if isinstance(kind, Boolean):
+        return "CAST({} AS boolean[])"
+    if isinstance(kind, Date):
+        return "CAST({} AS date[])"
+    return "CAST({} AS text[])"
+
+
+async def bulk_write(
+    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str] = ()
+) -> None:
+    """Insert `rows` (all with the same columns), or upsert them on the unique `keys` (the
+    other columns replaced). On PostgreSQL it is one statement whatever the row count: each
+    column travels as one typed array through `unnest`, so the driver encodes arrays instead
+    of SQLAlchemy processing every parameter of every row. Elsewhere, an executemany."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    updates = [c for c in columns if c not in keys]
+    if conn.dialect.name != "postgresql":
+        stmt: Any = sqlite_insert(table)
+        if keys:
+            stmt = (
+                stmt.on_conflict_do_update(
+                    index_elements=list(keys), set_={c: stmt.excluded[c] for c in updates}
+                )
+                if updates
+                else stmt.on_conflict_do_nothing()
+            )
+        await conn.execute(stmt, list(rows))
+        return
+    params: dict[str, Any] = {}
+    casts: list[str] = []
+    for i, name in enumerate(columns):
+        column = table.c[name]
+        values = [row[name] for row in rows]
+        if isinstance(column.type, JSON):
+            values = [None if v is None else json.dumps(v, separators=(",", ":")) for v in values]
+        elif isinstance(column.type, UtcDateTime):
+            values = [None if v is None else _utc(v) for v in values]
+        params[f"c{i}"] = values
+        casts.append(_pg_array_cast(column).format(f":c{i}"))
+    names = ", ".join(f'"{c}"' for c in columns)
+    sql = f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({", ".join(casts)})'
+    if keys:
+        target = ", ".join(f'"{k}"' for k in keys)
+        if updates:
+            sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in updates)
+            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+        else:
+            sql += f" ON CONFLICT ({target}) DO NOTHING"
+    await conn.execute(text(sql), params)
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UtcDateTime column")
+    return value.astimezone(UTC)

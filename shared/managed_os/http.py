@@ -28,8 +28,10 @@ async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 class BodyLimit:
-    """Refuse bodies over `max_bytes` with 413 before the app reads them. A declared
-    Content-Length is checked up front; a streamed body is buffered up to the limit."""
+    """The first guard of every request. A NUL character in the path or query string is 400
+    (no identifier of ours has one; PostgreSQL refuses it in text). Bodies over `max_bytes`
+    are 413 before the app reads them: a declared Content-Length is checked up front; a
+    streamed body is buffered up to the limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -37,6 +39,10 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        query: bytes = scope.get("query_string", b"")
+        if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+            await send_json(send, 400, error_body("malformed", "NUL character in the URL"))
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:

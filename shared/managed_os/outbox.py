@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Table, delete, func, insert, select, text
+from sqlalchemy import Table, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from managed_os.bus.protocol import EventBus
 from managed_os.cloudevents import CloudEvent
+from managed_os.db import bulk_write
 from managed_os.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class SqlOutboxStore:
             }
             for event in events
         ]
-        await self.conn.execute(insert(self.table), rows)
+        await bulk_write(self.conn, self.table, rows)
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         if self.conn.dialect.name == "postgresql":
@@ -172,7 +173,7 @@ class OutboxRelay:
             delivered: list[int] = []
             try:
                 accepted = await self.bus.publish_many([(r.topic, r.event) for r in records])
-                delivered = [r.id for r in records[:accepted]]
+                delivered = [records[i].id for i in accepted]
             finally:
                 # Keep what was acknowledged even if a later publish failed.
                 await uow.outbox.remove(delivered)

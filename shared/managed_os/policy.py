@@ -110,7 +110,8 @@ class ExpectedEnforcement(BaseModel):
     kind: Literal["update", "upgrade", "bsi", "self_service"]
     target_version: str
     target_build: str | None = None
-    deadline: str  # device-local YYYY-MM-DDTHH:MM:SS, as sent in TargetLocalDateTime
+    # device-local YYYY-MM-DDTHH:MM:SS, as sent in TargetLocalDateTime
+    deadline: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
     reason: str = ""
 
 

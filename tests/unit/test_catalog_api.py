@@ -132,8 +132,9 @@ def test_hostile_query_parameters_get_a_422_never_a_500(august, path):
     client, _ = august
     method = client.post if path.startswith("/v1/sync") else client.get
     response = method(path, headers=W)
-    assert response.status_code == 422, response.text
-    assert response.json()["error"]["code"] == "invalid"
+    # A NUL anywhere in the URL is refused before routing, for every service (400).
+    expected = (400, "malformed") if "%00" in path else (422, "invalid")
+    assert (response.status_code, response.json()["error"]["code"]) == expected, response.text
 
 
 def test_a_missing_ca_bundle_stops_the_catalog_from_starting(tmp_path):

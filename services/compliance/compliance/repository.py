@@ -11,7 +11,21 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, select, text, true, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    any_,
+    cast,
+    delete,
+    func,
+    literal,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,6 +41,7 @@ from compliance.models import (
     state_changes,
 )
 from compliance.rules import DeviceInputs
+from managed_os.db import bulk_write
 from managed_os.policy import PolicyItem
 from managed_os.uow import SqlUnitOfWork
 
@@ -47,14 +62,14 @@ class ComplianceStore:
         return (pg_insert if self.postgres else sqlite_insert)(table)
 
     async def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
-        if not rows:
-            return
-        stmt = self._insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys,
-            set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
-        )
-        await self.conn.execute(stmt, rows)
+        await bulk_write(self.conn, table, rows, keys)
+
+    def _among(self, column: Any, values: Sequence[str]) -> Any:
+        """`column IN values`; on PostgreSQL one array parameter (`= ANY`), so a batch of
+        any size is one prepared statement, not one per list length."""
+        if self.postgres:
+            return column == any_(cast(literal(list(values), ARRAY(String)), ARRAY(String)))
+        return column.in_(values)
 
     # ---- devices ---------------------------------------------------------------------------
 
@@ -68,20 +83,22 @@ class ComplianceStore:
         for chunk in _chunks(sorted(ids)):
             query = (
                 select(devices)
-                .where(devices.c.enrollment_id.in_(chunk))
+                .where(self._among(devices.c.enrollment_id, chunk))
                 .order_by(devices.c.enrollment_id)
             )
             if lock and self.postgres:
                 query = query.with_for_update()
             for row in await self.conn.execute(query):
                 out[row.enrollment_id] = (None, dict(row._mapping), {})
-            items = select(device_items).where(device_items.c.enrollment_id.in_(chunk))
+            items = select(device_items).where(self._among(device_items.c.enrollment_id, chunk))
             for row in await self.conn.execute(items):
                 if row.enrollment_id in out:
                     out[row.enrollment_id][2][row.item_id] = dict(row._mapping)
             wanted = [e for e in chunk if e in out and (inputs_of is None or e in inputs_of)]
             if wanted:
-                query = select(device_inputs).where(device_inputs.c.enrollment_id.in_(wanted))
+                query = select(device_inputs).where(
+                    self._among(device_inputs.c.enrollment_id, wanted)
+                )
                 for row in await self.conn.execute(query):
                     _, data, its = out[row.enrollment_id]
                     out[row.enrollment_id] = (DeviceInputs.model_validate(row.inputs), data, its)
@@ -113,6 +130,15 @@ class ComplianceStore:
             for table in (devices, device_inputs, device_items):
                 await self.conn.execute(delete(table).where(table.c.enrollment_id.in_(chunk)))
 
+    async def defer(self, ids: Sequence[str], until: datetime) -> None:
+        """Look at these Macs again later (they could not be judged now)."""
+        for chunk in _chunks(list(ids)):
+            await self.conn.execute(
+                update(devices)
+                .where(self._among(devices.c.enrollment_id, chunk))
+                .values(next_check_at=until)
+            )
+
     async def due(self, now: datetime, limit: int) -> list[str]:
         """Macs whose state may have changed with time, oldest first; on PostgreSQL rows
         another sweeper or a consumer holds are skipped, not waited for."""
@@ -127,8 +153,7 @@ class ComplianceStore:
         return list((await self.conn.execute(query)).scalars())
 
     async def add_changes(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            await self.conn.execute(state_changes.insert(), rows)
+        await bulk_write(self.conn, state_changes, rows)
 
     async def history(self, enrollment_id: str, limit: int) -> list[dict[str, Any]]:
         query = (
@@ -184,8 +209,15 @@ class ComplianceStore:
             ).scalars()
         )
         for bp in flagged:
+            # Lock in enrollment-id order, as the consumer does, so the two cannot deadlock
+            # (this may wait for a consumer batch holding some of these Macs).
+            mine = select(devices.c.enrollment_id).where(devices.c.blueprint_id == bp)
+            if self.postgres:
+                mine = mine.order_by(devices.c.enrollment_id).with_for_update()
             await self.conn.execute(
-                update(devices).where(devices.c.blueprint_id == bp).values(next_check_at=now)
+                update(devices)
+                .where(devices.c.enrollment_id.in_(mine.scalar_subquery()))
+                .values(next_check_at=now)
             )
             await self.conn.execute(
                 update(blueprints).where(blueprints.c.blueprint_id == bp).values(reevaluate=0)

@@ -156,7 +156,7 @@ def _after(cursor: str | None) -> str | None:
         after = base64.urlsafe_b64decode(cursor.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         after = None
-    if after is None or _cursor(after) != cursor:
+    if after is None or "\x00" in after or _cursor(after) != cursor:
         raise InvalidInput("cursor is not one this API returned")
     return after
 
@@ -240,6 +240,7 @@ async def trend(
     )
 
 
+CSV_PAGE = 1000
 CSV_COLUMNS = [
     "enrollment_id",
     "blueprint_id",
@@ -268,31 +269,34 @@ async def export_csv(
     major: OsMajorQ = None,
     version: VersionQ = None,
 ) -> StreamingResponse:
-    """Streamed page by page (1,000 Macs per query), so memory stays flat for any fleet."""
+    """Streamed page by page (1,000 Macs per query), so memory stays flat for any fleet. The
+    first page is read before the response starts, so a failure there is an error status,
+    not an empty 200; a failure on a later page cuts the stream short (the client sees an
+    incomplete transfer, not a clean end)."""
+
+    async def page(after: str | None) -> list[dict[str, Any]]:
+        async with ctx.uow() as uow:
+            query = uow.store.device_query(
+                state=state, blueprint_id=blueprint_id, major=major, version=version, after=after
+            )
+            return await uow.store.page(query, CSV_PAGE)
+
+    first = await page(None)
 
     async def rows() -> AsyncIterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(CSV_COLUMNS)
-        after: str | None = None
+        current = first
         while True:
-            async with ctx.uow() as uow:
-                query = uow.store.device_query(
-                    state=state,
-                    blueprint_id=blueprint_id,
-                    major=major,
-                    version=version,
-                    after=after,
-                )
-                page = await uow.store.page(query, 1000)
-            for r in page:
+            for r in current:
                 writer.writerow([_csv_value(r[c]) for c in CSV_COLUMNS])
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
-            if len(page) < 1000:
+            if len(current) < CSV_PAGE:
                 return
-            after = page[-1]["enrollment_id"]
+            current = await page(current[-1]["enrollment_id"])
 
     return StreamingResponse(
         rows(),
@@ -308,4 +312,4 @@ def _csv_value(value: object) -> str:
         return value.isoformat()
     text = str(value)
     # Cells a spreadsheet would run as a formula are quoted as text.
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -15,12 +15,13 @@ A Mac is judged per managed item of its blueprint, then overall (its worst item 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import get_args
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +29,7 @@ from managed_os.events import ComplianceState, DeclarationState, SoftwareUpdateS
 from managed_os.policy import DeviceFacts, ExpectedEnforcement, PolicyItem
 from managed_os.versions import OSVersion, VersionError, parse_version
 
+log = logging.getLogger(__name__)
 State = ComplianceState
 STATES: tuple[State, ...] = get_args(ComplianceState)
 # The overall state of a Mac is its worst item state, in this order.
@@ -95,8 +97,21 @@ def due_at(local_deadline: str, time_zone: str | None = None) -> datetime:
     the Mac's zone when known, else everywhere (UTC−12)."""
     naive = datetime.fromisoformat(local_deadline)
     if time_zone:
-        return naive.replace(tzinfo=ZoneInfo(time_zone)).astimezone(UTC) + PAST_DUE_GRACE
+        zone = _zone(time_zone)
+        if zone is not None:
+            return naive.replace(tzinfo=zone).astimezone(UTC) + PAST_DUE_GRACE
     return naive.replace(tzinfo=UTC) + LATEST_OFFSET + PAST_DUE_GRACE
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    """The zone, or None when this host's time zone database does not know it (the device
+    channel checked it against its own): the Mac is then judged as if no zone were known."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("unknown time zone %r; judging in UTC-12", name)
+        return None
 
 
 def _meets(facts: DeviceFacts, e: ExpectedEnforcement) -> bool:

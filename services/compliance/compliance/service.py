@@ -66,8 +66,9 @@ class Fold:
     # Items per blueprint; None: no policy of that blueprint seen yet (looked up once).
     items: dict[str, list[PolicyItem] | None] = field(default_factory=dict)
     judged: set[str] = field(default_factory=set)
-    gone: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)  # Macs whose stored rows are deleted first
     removed: list[_Mac] = field(default_factory=list)  # unenrolled Macs, as loaded
+    unjudgeable: set[str] = field(default_factory=set)
     changes: list[dict[str, Any]] = field(default_factory=list)
     events: list[CloudEvent] = field(default_factory=list)
 
@@ -88,14 +89,22 @@ class Fold:
             facts = DeviceFacts(enrollment_id=enrollment_id)
             mac = _Mac(DeviceInputs(enrollment_id=enrollment_id, facts=facts), None, {})
             self.macs[enrollment_id] = mac
-        self.gone.discard(enrollment_id)
         return mac
 
     def judge(self, enrollment_id: str, cause: str) -> None:
+        """Judge one Mac; a Mac whose inputs cannot be judged is logged and left as it was
+        (and the sweep looks at it again in an hour), never allowed to block the others."""
         mac = self.macs[enrollment_id]
         inputs = mac.loaded()
         bp = inputs.blueprint_id
-        judgement = evaluate(inputs, self.items.get(bp) if bp else None, self.now, self.stale_after)
+        try:
+            judgement = evaluate(
+                inputs, self.items.get(bp) if bp else None, self.now, self.stale_after
+            )
+        except Exception:
+            log.exception("cannot judge device", extra={"enrollment_id": enrollment_id})
+            self.unjudgeable.add(enrollment_id)
+            return
         self._record(mac, judgement, cause)
         self.judged.add(enrollment_id)
 
@@ -122,7 +131,8 @@ class Fold:
         items: dict[str, dict[str, Any]] = {}
         majors = {i.item_id: i.major for i in self.items.get(inputs.blueprint_id or "") or ()}
         for item_id, verdict in j.items.items():
-            old = mac.items.get(item_id)
+            # Compare with this batch's last judgement of the item, else the stored row.
+            old = mac.written.get(item_id) or mac.items.get(item_id)
             was = old["state"] if old else None
             items[item_id] = {
                 "enrollment_id": inputs.enrollment_id,
@@ -215,6 +225,9 @@ class Fold:
                     item_rows.append(row)
             stale_items.extend((eid, i) for i in mac.items if i not in written)
         await store.save(rows, inputs, item_rows, stale_items)
+        stuck = sorted(self.unjudgeable - self.judged - self.gone)
+        if stuck:
+            await store.defer(stuck, self.now + timedelta(hours=1))
         await store.add_counts(self._count_deltas())
         await store.add_changes(self.changes)
         if self.events:

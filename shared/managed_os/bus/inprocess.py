@@ -47,10 +47,10 @@ class InProcessBus:
         for sub in self._subs:
             sub.wakeup.set()
 
-    async def publish_many(self, events: Sequence[tuple[str, CloudEvent]]) -> int:
+    async def publish_many(self, events: Sequence[tuple[str, CloudEvent]]) -> list[int]:
         for topic, event in events:
             await self.publish(topic, event)
-        return len(events)
+        return list(range(len(events)))
 
     async def subscribe(
         self, topics: Sequence[str], group: str, handler: EventHandler

@@ -100,30 +100,44 @@ class KafkaBus:
         key, value, headers = event.to_kafka()
         await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
-    async def publish_many(self, events: Sequence[tuple[str, CloudEvent]]) -> int:
-        """Queue every event with the producer, then wait for the acks: one round trip per
-        producer batch instead of one per event. Counts the acknowledged prefix."""
+    async def publish_many(self, events: Sequence[tuple[str, CloudEvent]]) -> list[int]:
+        """Pipelined, in waves: each wave holds at most one event per (topic, key), queued
+        together and acknowledged before the next wave is sent. An event whose wave failed
+        stops its key (nothing later of that key is sent) and ends the run after that wave,
+        so a retry can never put a key's older event after a newer one. Returns the indices
+        acknowledged."""
         if self._producer is None:
             raise ConnectionError("Kafka producer is not started")
-        futures = []
-        try:
-            for topic, event in events:
-                key, value, headers = event.to_kafka()
-                futures.append(
-                    await self._producer.send(topic, value=value, key=key, headers=headers)
-                )
-        except KafkaError:
-            log.warning("publishing stopped early", exc_info=True)
-        accepted = 0
-        for future in futures:
+        waves: list[list[int]] = []
+        depth: dict[tuple[str, str], int] = {}
+        for i, (topic, event) in enumerate(events):
+            d = depth.get((topic, event.subject), 0)
+            depth[(topic, event.subject)] = d + 1
+            if d == len(waves):
+                waves.append([])
+            waves[d].append(i)
+        accepted: list[int] = []
+        for wave in waves:
+            futures: list[tuple[int, asyncio.Future[object]]] = []
             try:
-                await future
+                for i in wave:
+                    topic, event = events[i]
+                    key, value, headers = event.to_kafka()
+                    sent = await self._producer.send(topic, value=value, key=key, headers=headers)
+                    futures.append((i, sent))
             except KafkaError:
-                log.warning("publish not acknowledged", exc_info=True)
+                log.warning("publishing stopped early", exc_info=True)
+            failed = len(futures) < len(wave)
+            for i, future in futures:
+                try:
+                    await future
+                except KafkaError:
+                    log.warning("publish not acknowledged", exc_info=True)
+                    failed = True
+                    continue
+                accepted.append(i)
+            if failed:
                 break
-            accepted += 1
-        for future in futures[accepted:]:
-            future.cancel()
         return accepted
 
     async def subscribe(

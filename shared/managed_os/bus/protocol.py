@@ -39,9 +39,10 @@ class EventBus(Protocol):
 
     async def publish(self, topic: str, event: CloudEvent) -> None: ...
 
-    async def publish_many(self, events: Sequence[tuple[str, CloudEvent]]) -> int:
-        """Publish (topic, event) pairs in order, pipelined; returns how many from the start
-        the bus accepted (the rest stay with the caller for a retry)."""
+    async def publish_many(self, events: Sequence[tuple[str, CloudEvent]]) -> list[int]:
+        """Publish (topic, event) pairs, pipelined; returns the indices the bus accepted (the
+        rest stay with the caller for a retry). Per (topic, key) the accepted events are
+        always a prefix of that key's events, so a retry keeps each key in order."""
         ...
 
     async def subscribe(

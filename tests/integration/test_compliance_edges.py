@@ -1,0 +1,404 @@
+"""Edge cases of the batched compliance consumer, the sweep and the API, found in review:
+a Mac unenrolled and registered again in one batch, several judgements of one Mac in one
+batch, an input the rules cannot judge, NUL characters on PostgreSQL, per-key order after a
+partly failed publish, and the running counts against a recount. Each runs on SQLite and
+PostgreSQL (the `engine` fixture) unless it is about one of them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from compliance import models
+from compliance.repository import ComplianceUnitOfWork
+from compliance.service import apply_events, sweep
+from managed_os.bus.kafka import KafkaBus
+from managed_os.cloudevents import CloudEvent
+from managed_os.db import make_engine
+from managed_os.events import (
+    DeviceManifestChanged,
+    DeviceRegistered,
+    DeviceStatusReported,
+    DeviceUnenrolled,
+    EventPayload,
+    PolicyPublished,
+    SoftwareUpdateState,
+    to_event,
+)
+from managed_os.policy import DeviceFacts, ExpectedEnforcement, PolicyItem
+from tests.support.apps import bearer, service_client
+
+NOW = datetime(2026, 8, 31, 12, 0, tzinfo=UTC)
+STALE = timedelta(hours=72)
+GROUP = "compliance.events"
+
+
+def item(item_id: str, major: int = 26) -> PolicyItem:
+    return PolicyItem(
+        item_id=item_id, major=major, mode="minimum", installation_method="continuously_enforce"
+    )
+
+
+def enforce(item_id: str, target: str = "26.6.2") -> ExpectedEnforcement:
+    return ExpectedEnforcement(
+        item_id=item_id,
+        declaration_id=f"managed-os.{item_id}.u",
+        kind="update",
+        target_version=target,
+        deadline="2026-09-01T17:00:00",
+    )
+
+
+def policy(bp: str, revision: int, *items: PolicyItem) -> PolicyPublished:
+    return PolicyPublished(
+        blueprint_id=bp,
+        revision=revision,
+        token=f"{bp}-{revision}",
+        candidates=[],
+        items=list(items),
+    )
+
+
+def registered(eid: str, bp: str | None, tz: str | None = None) -> DeviceRegistered:
+    return DeviceRegistered(enrollment_id=eid, blueprint_id=bp, time_zone=tz, changed_at=NOW)
+
+
+def status(
+    eid: str,
+    bp: str,
+    expected: list[ExpectedEnforcement],
+    *,
+    at: datetime = NOW,
+    version: str = "26.4.1",
+    install_state: str | None = None,
+) -> DeviceStatusReported:
+    return DeviceStatusReported(
+        enrollment_id=eid,
+        blueprint_id=bp,
+        reported_at=at,
+        full_report=True,
+        facts=DeviceFacts(enrollment_id=eid, os_version=version, build_version="25E1"),
+        softwareupdate=SoftwareUpdateState(install_state=install_state),
+        declarations=[],
+        expected=expected,
+    )
+
+
+def ev(payload: EventPayload) -> CloudEvent:
+    subject = str(getattr(payload, "enrollment_id", None) or getattr(payload, "blueprint_id", ""))
+    return to_event(payload, source="/test", subject=subject, time=NOW)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Any]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    else:
+        url = request.getfixturevalue("pg").create()
+    eng = make_engine(url)
+    async with eng.begin() as conn:
+        await conn.run_sync(models.metadata.create_all)
+    yield eng
+    await eng.dispose()
+
+
+def uow(engine: Any) -> ComplianceUnitOfWork:
+    return ComplianceUnitOfWork(engine, models.outbox, models.processed_events)
+
+
+async def apply(engine: Any, *payloads: EventPayload | CloudEvent, now: datetime = NOW) -> int:
+    events = [p if isinstance(p, CloudEvent) else ev(p) for p in payloads]
+    async with uow(engine) as u:
+        n = await apply_events(u, GROUP, events, now, STALE)
+        await u.commit()
+    return n
+
+
+async def running_vs_rebuilt(engine: Any) -> tuple[dict[Any, int], dict[Any, int]]:
+    """(the running counts as kept by deltas, the counts recounted from the rows)."""
+
+    async def read(u: ComplianceUnitOfWork) -> dict[Any, int]:
+        rows = await u.conn.execute(select(models.counts))
+        return {(r.scope, r.key, r.dim, r.value): r.n for r in rows if r.n}
+
+    async with uow(engine) as u:
+        running = await read(u)
+        await u.store.rebuild_counts()
+        rebuilt = await read(u)  # rolled back on exit
+    return running, rebuilt
+
+
+async def item_rows(engine: Any, eid: str) -> dict[str, dict[str, Any]]:
+    async with uow(engine) as u:
+        rows = await u.conn.execute(
+            select(models.device_items).where(models.device_items.c.enrollment_id == eid)
+        )
+        return {r.item_id: dict(r._mapping) for r in rows}
+
+
+async def history(engine: Any, eid: str, item_id: str) -> list[dict[str, Any]]:
+    async with uow(engine) as u:
+        rows = await u.conn.execute(
+            select(models.state_changes)
+            .where(
+                models.state_changes.c.enrollment_id == eid,
+                models.state_changes.c.item_id == item_id,
+            )
+            .order_by(models.state_changes.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+# ---- 1. unenrolled and registered again in one batch ----------------------------------------
+
+
+async def test_unenrol_then_reregister_in_one_batch_forgets_old_item_rows(engine: Any) -> None:
+    """DeviceUnenrolled forgets the Mac. If the same batch registers it again (another
+    blueprint), the old blueprint's item rows must not survive, and the running counts must
+    equal a recount of the rows."""
+    await apply(engine, policy("bp-a", 1, item("item-a")), policy("bp-b", 1, item("item-b")))
+    await apply(engine, registered("MAC-1", "bp-a"), status("MAC-1", "bp-a", [enforce("item-a")]))
+    assert set(await item_rows(engine, "MAC-1")) == {"item-a"}
+
+    await apply(
+        engine,
+        DeviceUnenrolled(enrollment_id="MAC-1", unenrolled_at=NOW),
+        registered("MAC-1", "bp-b"),
+    )
+    assert set(await item_rows(engine, "MAC-1")) == {"item-b"}
+    running, rebuilt = await running_vs_rebuilt(engine)
+    assert running == rebuilt
+
+
+# ---- 2. a Mac judged several times in one batch: item history -------------------------------
+
+
+async def test_item_history_follows_every_change_within_a_batch(engine: Any) -> None:
+    """Two reports of one Mac in one batch: pending, then downloading. The item's history
+    must read None -> pending -> in_progress (previous of the second change is `pending`),
+    and its last entry must be the item row's state."""
+    await apply(engine, policy("bp-a", 1, item("item-a")))
+    await apply(
+        engine,
+        status("MAC-1", "bp-a", [enforce("item-a")], at=NOW),
+        status("MAC-1", "bp-a", [enforce("item-a")], at=NOW, install_state="downloading"),
+    )
+    changes = [(c["previous"], c["state"]) for c in await history(engine, "MAC-1", "item-a")]
+    overall = [(c["previous"], c["state"]) for c in await history(engine, "MAC-1", "")]
+    assert overall == [(None, "pending"), ("pending", "in_progress")]
+    assert changes == [(None, "pending"), ("pending", "in_progress")]
+
+
+async def test_item_history_records_a_return_to_the_stored_state(engine: Any) -> None:
+    """Stored: pending. One batch: downloading, then back to idle. The item went
+    pending -> in_progress -> pending; the history must not end on in_progress."""
+    await apply(engine, policy("bp-a", 1, item("item-a")))
+    await apply(engine, status("MAC-1", "bp-a", [enforce("item-a")], at=NOW))
+    later = NOW + timedelta(minutes=1)
+    await apply(
+        engine,
+        status("MAC-1", "bp-a", [enforce("item-a")], at=later, install_state="downloading"),
+        status("MAC-1", "bp-a", [enforce("item-a")], at=later + timedelta(seconds=1)),
+    )
+    rows = await item_rows(engine, "MAC-1")
+    changes = await history(engine, "MAC-1", "item-a")
+    assert rows["item-a"]["state"] == "pending"
+    assert changes[-1]["state"] == rows["item-a"]["state"]
+
+
+# ---- 3. one event the rules cannot judge ---------------------------------------------
+
+
+async def test_one_bad_event_does_not_block_the_batch(engine: Any) -> None:
+    """An event naming a time zone this host's tzdata lacks must not fail the whole batch (a
+    failing batch is retried forever and stops every partition in it): MAC-1 is judged, the
+    other Mac falls back to the UTC-12 rule."""
+    await apply(engine, policy("bp-a", 1, item("item-a")))
+    await apply(engine, registered("MAC-2", "bp-a"), status("MAC-2", "bp-a", [enforce("item-a")]))
+    try:
+        await apply(
+            engine,
+            status("MAC-1", "bp-a", [enforce("item-a")]),
+            registered("MAC-2", "bp-a", tz="Mars/Olympus_Mons"),
+        )
+    except Exception as exc:
+        pytest.fail(f"a single bad event failed the whole batch: {exc!r}")
+
+
+# ---- 4. hostile query strings on PostgreSQL -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/devices?cursor=AA==",  # a cursor this API would issue for the id "\x00"
+        "/v1/devices?version=%00",
+        "/v1/devices?blueprint_id=%00",
+        "/v1/summary?blueprint_id=a%00",
+        "/v1/summary?blueprint_id=a%00&item_id=b",
+        "/v1/devices/MAC%00",
+        "/v1/trend?blueprint_id=%00",
+        "/v1/export.csv?version=%00",
+    ],
+)
+def test_nul_in_query_is_4xx_on_postgresql(pg: Any, tmp_path: Any, path: str) -> None:
+    with service_client(
+        "compliance", tmp_path, database_url=pg.create(), sweep_interval_seconds=3600
+    ) as c:
+        r = c.get(path, headers=bearer("compliance:read"))
+        assert r.status_code < 500, (path, r.status_code, r.text[:200])
+
+
+# ---- 5. publish_many: an unacknowledged event followed by acknowledged ones -----------------
+
+
+class _FakeProducer:
+    """Accepts every send; the broker log records the ones whose batch was acknowledged."""
+
+    def __init__(self, fail: set[str]) -> None:
+        self.fail, self.log = fail, []  # type: ignore[var-annotated]
+
+    async def send(self, topic: str, value: bytes, key: bytes, headers: Any) -> Any:
+        from aiokafka.errors import KafkaTimeoutError
+
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        eid = dict(headers)["ce_id"].decode()
+        if eid in self.fail:
+            self.fail.discard(eid)  # fails once (a timed-out batch), then works
+            fut.set_exception(KafkaTimeoutError())
+        else:
+            self.log.append(eid)
+            fut.set_result(None)
+        return fut
+
+
+async def test_publish_many_retry_keeps_per_key_order() -> None:
+    """Three events of one Mac (one key); the second is not acknowledged. The third must not
+    have been sent, so the relay's retry delivers 2 then 3 and an idempotent consumer applies
+    1, 2, 3 (never the Mac's older event last)."""
+    bus = KafkaBus("unused:9092")
+    e = [
+        CloudEvent(type="t", source="/s", subject="MAC-1", data={"n": n}, id=f"e{n}")
+        for n in (1, 2, 3)
+    ]
+    producer = _FakeProducer(fail={"e2"})
+    bus._producer = producer
+    accepted = await bus.publish_many([("topic", x) for x in e])
+    assert accepted == [0]  # e2 failed, so e3 (same key) was never sent
+    rest = [x for i, x in enumerate(e) if i not in accepted]
+    assert await bus.publish_many([("topic", x) for x in rest]) == [0, 1]  # the relay's retry
+    applied = list(dict.fromkeys(producer.log))  # an idempotent consumer
+    assert applied == ["e1", "e2", "e3"]
+
+
+# ---- 6. inbox record_many on both dialects --------------------------------------------------
+
+
+async def test_record_many_with_conflicts(engine: Any) -> None:
+    async with uow(engine) as u:
+        assert await u.inbox.record_many(GROUP, ["a", "b"]) == {"a", "b"}
+        await u.commit()
+    async with uow(engine) as u:
+        fresh = await u.inbox.record_many(GROUP, ["b", "c", "c", "a", "d"])
+        assert fresh == {"c", "d"}
+        await u.commit()
+    async with uow(engine) as u:
+        assert await u.inbox.record_many(GROUP, ["a", "b", "c", "d"]) == set()
+
+
+# ---- 7. counts across a blueprint move, item removal and the sweep (controls) --------------
+
+
+async def test_counts_match_rows_after_moves_removals_and_sweep(engine: Any) -> None:
+    await apply(
+        engine,
+        policy("bp-a", 1, item("item-a"), item("item-x", 15)),
+        policy("bp-b", 1, item("item-b")),
+    )
+    macs = [f"MAC-{i}" for i in range(6)]
+    await apply(
+        engine,
+        *[registered(m, "bp-a", "Europe/Paris") for m in macs],
+        *[status(m, "bp-a", [enforce("item-a")]) for m in macs],
+    )
+    # blueprint move, a Mac judged three times, an unenrolment, an item removal
+    await apply(
+        engine,
+        DeviceManifestChanged(
+            enrollment_id="MAC-0",
+            blueprint_id="bp-b",
+            declarations_token="t",
+            changed_at=NOW,
+            facts=DeviceFacts(enrollment_id="MAC-0"),
+            expected=[enforce("item-b")],
+        ),
+        status("MAC-1", "bp-a", [enforce("item-a")], at=NOW + timedelta(seconds=1)),
+        status("MAC-1", "bp-a", [], at=NOW + timedelta(seconds=2), version="26.6.2"),
+        status("MAC-1", "bp-a", [enforce("item-a")], at=NOW + timedelta(seconds=3)),
+        DeviceUnenrolled(enrollment_id="MAC-2", unenrolled_at=NOW),
+        policy("bp-a", 2, item("item-a")),
+    )
+    async with uow(engine) as u:
+        await sweep(u, NOW + timedelta(minutes=1), STALE, 100)
+        await u.commit()
+    async with uow(engine) as u:  # past the deadline, then past the stale window
+        await sweep(u, NOW + timedelta(days=2), STALE, 100)
+        await u.commit()
+    async with uow(engine) as u:
+        await sweep(u, NOW + timedelta(days=4), STALE, 100)
+        await u.commit()
+    running, rebuilt = await running_vs_rebuilt(engine)
+    assert running == rebuilt
+    assert running[("fleet", "", "state", "unknown")] == 5
+
+
+def test_export_csv_failure_is_not_a_silent_200(pg: Any, tmp_path: Any) -> None:
+    """An export that cannot run (here a NUL the database would refuse) is an error status,
+    never a 200 with an empty body that looks like an empty fleet."""
+    with service_client(
+        "compliance", tmp_path, database_url=pg.create(), sweep_interval_seconds=3600
+    ) as c:
+        try:
+            r = c.get("/v1/export.csv?version=%00", headers=bearer("compliance:read"))
+        except Exception as exc:  # the transport sees the stream break
+            pytest.fail(f"export broke mid-stream: {exc!r}")
+        assert r.status_code != 200 or r.text.startswith("enrollment_id,"), (
+            r.status_code,
+            r.text[:100],
+        )
+
+
+async def test_sweep_survives_a_zone_this_host_does_not_know(engine: Any) -> None:
+    """A Mac stored with a zone that a later tzdata (or another image) lacks: the sweep must
+    still judge the other due Macs (due Macs are read oldest first, so one that raised would
+    head every batch and nobody would become overdue or unknown)."""
+    from sqlalchemy import update
+
+    await apply(engine, policy("bp-a", 1, item("item-a")))
+    await apply(
+        engine,
+        *[registered(m, "bp-a", "Europe/Paris") for m in ("MAC-1", "MAC-2")],
+        *[status(m, "bp-a", [enforce("item-a")]) for m in ("MAC-1", "MAC-2")],
+    )
+    async with uow(engine) as u:  # MAC-1's zone no longer resolves on this host
+        row = (
+            await u.conn.execute(
+                select(models.device_inputs).where(models.device_inputs.c.enrollment_id == "MAC-1")
+            )
+        ).one()
+        await u.conn.execute(
+            update(models.device_inputs)
+            .where(models.device_inputs.c.enrollment_id == "MAC-1")
+            .values(inputs={**row.inputs, "time_zone": "Mars/Olympus_Mons"})
+        )
+        await u.commit()
+    async with uow(engine) as u:
+        try:
+            await sweep(u, NOW + timedelta(days=2), STALE, 100)
+        except Exception as exc:
+            pytest.fail(f"one Mac's zone stops the sweep for every Mac: {exc!r}")

@@ -1,6 +1,7 @@
 """Compliance over a real broker, through failures: 10,000 status events; the broker is frozen
 mid-stream (SIGSTOP/SIGCONT: Tansu keeps its log in memory, so freezing is how an outage of a
-durable broker is modelled) and the consumer is killed (SIGKILL, mid-batch) and restarted.
+durable broker is modelled), the consumer is killed (SIGKILL, mid-batch) and restarted, and a
+second replica joins the group (a rebalance while events still arrive).
 Afterwards every Mac's state and history are exactly what the events imply: none lost, none
 applied twice, none out of order."""
 
@@ -165,6 +166,7 @@ async def test_every_state_is_exact_after_a_broker_outage_and_a_consumer_crash(p
             MOS_COMPLIANCE_LOG_LEVEL="WARNING",
         )
         consumer = serve(env)
+        second: subprocess.Popen[bytes] | None = None
         producing = asyncio.create_task(produce(bootstrap, events, now))
         conn: asyncpg.Connection | None = None
         try:
@@ -193,6 +195,9 @@ async def test_every_state_is_exact_after_a_broker_outage_and_a_consumer_crash(p
             consumer.kill()
             consumer.wait(10)
             consumer = serve(env)
+            # 3. A second replica joins the group: the partitions are rebalanced between the
+            # two while events are still arriving (scale-out by partitions).
+            second = serve({**env, "MOS_COMPLIANCE_PORT": str(free_port())})
             await producing
             await wait_until(lambda: applied(EVENTS + 1), 180)
             await asyncio.sleep(1)  # anything left would show up as an extra row now
@@ -215,7 +220,9 @@ async def test_every_state_is_exact_after_a_broker_outage_and_a_consumer_crash(p
             assert got == expected  # no change lost, repeated or reordered
         finally:
             producing.cancel()
-            consumer.kill()
-            consumer.wait(10)
+            for proc in (consumer, second):
+                if proc is not None:
+                    proc.kill()
+                    proc.wait(10)
             if conn is not None:
                 await conn.close()

@@ -50,6 +50,9 @@ class ServiceSpec:
     on_stop: Callable[[ServiceContext], Awaitable[None]] | None = None
     # Service-specific app setup (extra middleware), run once when the app is built.
     configure: Callable[[FastAPI, ServiceSettings], None] | None = None
+    # Per-service in-memory state (caches), built with the context at startup, before any
+    # consumer or request; every unit of work gets it as `state=`.
+    make_state: Callable[[ServiceContext], Any] | None = None
     description: str = ""
 
 
@@ -96,6 +99,11 @@ class ServiceContext:
     subscriptions: list[Subscription] = field(default_factory=list)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    state: Any = None
+
+    def __post_init__(self) -> None:
+        if self.spec.make_state is not None:
+            self.state = self.spec.make_state(self)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run a service's background loop (scheduler, push worker, bootstrap); the app
@@ -104,8 +112,13 @@ class ServiceContext:
 
     def uow(self) -> Any:
         """A new unit of work; committing it wakes the outbox relay."""
+        extra = {} if self.state is None else {"state": self.state}
         return self.spec.uow_cls(
-            self.engine, self.spec.outbox_table, self.spec.inbox_table, on_commit=self._wake
+            self.engine,
+            self.spec.outbox_table,
+            self.spec.inbox_table,
+            on_commit=self._wake,
+            **extra,
         )
 
     def _wake(self) -> None:

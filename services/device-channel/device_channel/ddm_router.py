@@ -3,24 +3,61 @@ forward check-ins whole. Responses are exactly Apple's shapes, signed when a key
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 
-from fastapi import APIRouter, Header, Request, Response
-
-from device_channel import hmac, service
-from device_channel.repository import DeviceChannelUnitOfWork
+from device_channel import hmac, service, sync
 from device_channel.settings import DeviceChannelSettings
+from device_channel.state import DeviceChannelState
 from managed_os import ddm
-from managed_os.app import Ctx
 from managed_os.errors import MalformedRequest, NotFound, Unauthorized
+from managed_os.service import ServiceContext
 
 router = APIRouter(tags=["ddm"])
-EnrollmentId = Annotated[str, Header(alias="X-Enrollment-ID", min_length=1, max_length=200)]
-EnrollmentType = Annotated[str | None, Header(alias="X-Enrollment-Type")]
+# The device headers are read by hand, not as FastAPI parameters: on the two routes every Mac
+# polls, parameter resolution cost more than the whole cached answer. Documented here instead,
+# and refused with the same 422 shape a parameter would give.
+DEVICE_HEADERS = {
+    "parameters": [
+        {
+            "name": "X-Enrollment-ID",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        {
+            "name": "X-Enrollment-Type",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "`User` (any case) marks the user channel.",
+        },
+    ]
+}
 
 
-async def _verified_body(ctx: Ctx, request: Request) -> bytes:
+def _ctx(request: Request) -> ServiceContext:
+    ctx: ServiceContext = request.app.state.ctx
+    return ctx
+
+
+def _device(request: Request) -> tuple[str, bool]:
+    """The enrollment id (1–200 characters, else 422) and whether this is the user channel."""
+    headers = request.headers
+    eid = headers.get("x-enrollment-id")
+    if eid is None or not 1 <= len(eid) <= 200:
+        problem = (
+            ("missing", "Field required")
+            if eid is None
+            else ("string_length", "String should have 1 to 200 characters")
+        )
+        raise RequestValidationError(
+            [{"type": problem[0], "loc": ("header", "X-Enrollment-ID"), "msg": problem[1]}]
+        )
+    return eid, (headers.get("x-enrollment-type") or "").lower() == "user"
+
+
+async def _verified_body(ctx: ServiceContext, request: Request) -> bytes:
     body = await request.body()
     settings: DeviceChannelSettings = ctx.settings  # type: ignore[assignment]
     key = settings.hmac_key.get_secret_value().encode()
@@ -29,103 +66,99 @@ async def _verified_body(ctx: Ctx, request: Request) -> bytes:
     return body
 
 
-def _reply(content: Any | None) -> Response:
-    """Apple's shapes: compact JSON, or an empty body (signed by `hmac.SignResponses`)."""
-    body = b"" if content is None else json.dumps(content, separators=(",", ":")).encode()
-    return Response(body, 200, media_type="application/json" if content is not None else None)
+def _json(body: bytes) -> Response:
+    """Apple's shapes: compact JSON bytes (signed by `hmac.SignResponses`)."""
+    return Response(body, 200, media_type="application/json")
 
 
 async def _handle(
-    ctx: Ctx,
-    uow: DeviceChannelUnitOfWork,
+    ctx: ServiceContext,
     enrollment_id: str,
     user_channel: bool,
     endpoint: ddm.Endpoint,
     data: bytes | None,
 ) -> Response:
-    now = ctx.clock.now()
     if endpoint.kind is ddm.EndpointKind.STATUS:
-        await service.ingest_status(uow, enrollment_id, data or b"", now)
-        await uow.commit()
-        return _reply(None)
-    device = await uow.devices.get(enrollment_id)
-    if device is None:  # first contact: create it (the only write on a sync)
-        device = await service.device_for_sync(uow, enrollment_id, now)
-        await uow.commit()
-    manifest = await service.manifest_for(uow, device, user_channel)
+        report = service.parse_report(data or b"")
+        state: DeviceChannelState = ctx.state
+        assert state.status_writer is not None
+        await state.status_writer.write(enrollment_id, report)
+        return Response(b"", 200)
+    view = await sync.view(ctx, enrollment_id, user_channel)
     if endpoint.kind is ddm.EndpointKind.TOKENS:
-        return _reply(ddm.TokensResponse(manifest.token, device.manifest_changed_at).to_json())
+        return _json(view.tokens_body())
     if endpoint.kind is ddm.EndpointKind.DECLARATION_ITEMS:
-        return _reply(manifest.items_response())
+        return _json(view.manifest.items_body)
     assert endpoint.category is not None and endpoint.identifier is not None
-    decl = manifest.find(endpoint.category, endpoint.identifier)
-    if decl is None:
+    body = view.manifest.declaration_body(endpoint.category, endpoint.identifier)
+    if body is None:
         raise NotFound(
             f"declaration {endpoint.category}/{endpoint.identifier} "
             "is not in this device's manifest"
         )
-    return _reply(decl.to_json())
+    return _json(body)
 
 
-def _user(enrollment_type: str | None) -> bool:
-    return (enrollment_type or "").lower() == "user"
+# Parsed once: the request path of the two hot routes does not re-parse them.
+_TOKENS = ddm.parse_endpoint("tokens")
+_ITEMS = ddm.parse_endpoint("declaration-items")
+_STATUS = ddm.parse_endpoint("status")
 
 
-@router.get("/ddm/tokens", summary="TokensResponse for the device")
-async def tokens(
-    ctx: Ctx, request: Request, eid: EnrollmentId, etype: EnrollmentType = None
-) -> Response:
+@router.get("/ddm/tokens", summary="TokensResponse for the device", openapi_extra=DEVICE_HEADERS)
+async def tokens(request: Request) -> Response:
+    ctx = _ctx(request)
+    eid, user = _device(request)
     await _verified_body(ctx, request)
-    async with ctx.uow() as uow:
-        return await _handle(ctx, uow, eid, _user(etype), ddm.parse_endpoint("tokens"), None)
+    return await _handle(ctx, eid, user, _TOKENS, None)
 
 
-@router.get("/ddm/declaration-items", summary="DeclarationItemsResponse (the device's manifest)")
-async def declaration_items(
-    ctx: Ctx, request: Request, eid: EnrollmentId, etype: EnrollmentType = None
-) -> Response:
+@router.get(
+    "/ddm/declaration-items",
+    summary="DeclarationItemsResponse (the device's manifest)",
+    openapi_extra=DEVICE_HEADERS,
+)
+async def declaration_items(request: Request) -> Response:
+    ctx = _ctx(request)
+    eid, user = _device(request)
     await _verified_body(ctx, request)
-    async with ctx.uow() as uow:
-        return await _handle(
-            ctx, uow, eid, _user(etype), ddm.parse_endpoint("declaration-items"), None
-        )
+    return await _handle(ctx, eid, user, _ITEMS, None)
 
 
-@router.get("/ddm/declaration/{category}/{identifier}", summary="One declaration of the manifest")
-async def declaration(
-    ctx: Ctx,
-    request: Request,
-    category: str,
-    identifier: str,
-    eid: EnrollmentId,
-    etype: EnrollmentType = None,
-) -> Response:
+@router.get(
+    "/ddm/declaration/{category}/{identifier}",
+    summary="One declaration of the manifest",
+    openapi_extra=DEVICE_HEADERS,
+)
+async def declaration(request: Request, category: str, identifier: str) -> Response:
+    ctx = _ctx(request)
+    eid, user = _device(request)
     await _verified_body(ctx, request)
     try:
         endpoint = ddm.parse_endpoint(f"declaration/{category}/{identifier}")
     except ddm.DDMProtocolError as exc:
         raise NotFound(str(exc)) from exc
-    async with ctx.uow() as uow:
-        return await _handle(ctx, uow, eid, _user(etype), endpoint, None)
+    return await _handle(ctx, eid, user, endpoint, None)
 
 
-@router.put("/ddm/status", summary="Status report; answered with an empty 200")
-async def status(
-    ctx: Ctx, request: Request, eid: EnrollmentId, etype: EnrollmentType = None
-) -> Response:
+@router.put(
+    "/ddm/status", summary="Status report; answered with an empty 200", openapi_extra=DEVICE_HEADERS
+)
+async def status(request: Request) -> Response:
+    ctx = _ctx(request)
+    eid, user = _device(request)
     body = await _verified_body(ctx, request)
-    async with ctx.uow() as uow:
-        return await _handle(ctx, uow, eid, _user(etype), ddm.parse_endpoint("status"), body)
+    return await _handle(ctx, eid, user, _STATUS, body)
 
 
 @router.put("/mdm/checkin", summary="Raw MDM check-in plist (MessageType DeclarativeManagement)")
-async def checkin(ctx: Ctx, request: Request) -> Response:
+async def checkin(request: Request) -> Response:
+    ctx = _ctx(request)
     body = await _verified_body(ctx, request)
     try:
         msg = ddm.parse_declarative_checkin(body)
     except ddm.DDMProtocolError as exc:
         raise MalformedRequest(str(exc)) from exc
-    async with ctx.uow() as uow:
-        return await _handle(
-            ctx, uow, msg.enrollment_id, msg.is_user_channel, msg.endpoint, msg.checkin.data
-        )
+    return await _handle(
+        ctx, msg.enrollment_id, msg.is_user_channel, msg.endpoint, msg.checkin.data
+    )

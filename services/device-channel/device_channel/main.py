@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import cast
 
 from fastapi import FastAPI
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from device_channel import models, push, service
 from device_channel.bootstrap import bootstrap
 from device_channel.ddm_router import router as ddm_router
+from device_channel.fast_path import CachedSyncs
 from device_channel.hmac import SignResponses
+from device_channel.listener import keep_cache
 from device_channel.repository import DeviceChannelUnitOfWork
 from device_channel.router import router
 from device_channel.settings import DeviceChannelSettings
+from device_channel.state import DeviceChannelState
+from device_channel.status_writer import StatusWriter
+from device_channel.sync_cache import SyncCache
+from managed_os import ddm
 from managed_os.cloudevents import CloudEvent
 from managed_os.events import TOPIC_DEVICES, TOPIC_POLICIES, PolicyPublished, from_event
 from managed_os.policy import Policy
@@ -37,12 +46,68 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
 
 def configure(app: FastAPI, settings: ServiceSettings) -> None:
     key = cast(DeviceChannelSettings, settings).hmac_key.get_secret_value().encode()
+    app.add_middleware(CachedSyncs, key=key)  # innermost: signed like every answer
     if key:
         app.add_middleware(SignResponses, key=key)
 
 
+class StateMetrics(Collector):
+    """Read at scrape time, so the request path only bumps integers."""
+
+    def __init__(self, state: DeviceChannelState) -> None:
+        self.cache, self.writer = state.cache, state.status_writer
+
+    def collect(self) -> Iterator[Metric]:
+        size = GaugeMetricFamily(
+            "mos_device_channel_sync_cache_devices", "Devices held in the sync cache"
+        )
+        size.add_metric([], len(self.cache))
+        lookups = CounterMetricFamily(
+            "mos_device_channel_sync_cache_lookups", "Sync cache lookups", labels=["result"]
+        )
+        lookups.add_metric(["hit"], self.cache.hits)
+        lookups.add_metric(["miss"], self.cache.misses)
+        yield size
+        yield lookups
+        if self.writer is not None:
+            reports = CounterMetricFamily(
+                "mos_device_channel_status_reports_committed",
+                "Status reports committed",
+            )
+            reports.add_metric([], self.writer.reports)
+            transactions = CounterMetricFamily(
+                "mos_device_channel_status_transactions",
+                "Transactions that committed status reports (several share one under load)",
+            )
+            transactions.add_metric([], self.writer.transactions)
+            yield reports
+            yield transactions
+
+
+def make_state(ctx: ServiceContext) -> DeviceChannelState:
+    settings = cast(DeviceChannelSettings, ctx.settings)
+
+    async def apply(items: Sequence[tuple[str, ddm.StatusReport]]) -> None:
+        uow: DeviceChannelUnitOfWork
+        async with ctx.uow() as uow:
+            await service.ingest_statuses(uow, items, ctx.clock.now())
+            await uow.commit()
+
+    state = DeviceChannelState(
+        cache=SyncCache(settings.sync_cache_size),
+        status_writer=StatusWriter(apply, batch_size=settings.status_batch_size),
+    )
+    ctx.metrics.registry.register(StateMetrics(state))
+    return state
+
+
 async def on_start(ctx: ServiceContext) -> None:
     settings = cast(DeviceChannelSettings, ctx.settings)
+    state = cast(DeviceChannelState, ctx.state)
+    ctx.spawn(
+        keep_cache(state.cache, ctx.engine, warm=settings.sync_cache_warm),
+        name="device-channel-sync-cache",
+    )
     if settings.declarations_url:
         ctx.spawn(bootstrap(settings, ctx.uow, ctx.clock), name="device-channel-bootstrap")
     if settings.mdm_url:
@@ -67,10 +132,11 @@ SPEC = ServiceSpec(
     inbox_table=models.processed_events,
     uow_cls=DeviceChannelUnitOfWork,
     migrations="device_channel:migrations",
-    routers=[router, ddm_router],
+    routers=[ddm_router, router],  # the routes Macs poll are matched first
     publishes=[TOPIC_DEVICES],
     consumers=consumers,
     configure=configure,
     on_start=on_start,
     on_stop=on_stop,
+    make_state=make_state,
 )

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from device_channel.models import devices, policies, push_queue
+from device_channel.state import DeviceChannelState, ParsedPolicies
+from device_channel.sync_cache import DEVICE, POLICY, DeviceSnapshot, Key
 from managed_os.policy import Candidate, DeviceFacts, Policy
 from managed_os.uow import SqlUnitOfWork
+
+# Every replica LISTENs here; a commit that changed what a sync reads sends `<kind>:<id>`.
+CHANNEL = "mos_device_channel"
 
 
 class Device(BaseModel):
@@ -30,6 +35,11 @@ class Device(BaseModel):
     updated_at: datetime
 
 
+def sync_fields(device: Device) -> tuple[object, ...]:
+    """What a sync reads of a device (`sync_cache.DeviceSnapshot`)."""
+    return (device.blueprint_id, device.facts, device.manifest_changed_at)
+
+
 def _values(device: Device) -> dict[str, Any]:
     data = device.model_dump(mode="json")
     data.update(
@@ -42,8 +52,11 @@ def _values(device: Device) -> dict[str, Any]:
 
 
 class DeviceRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    """Records in `changed` every device whose sync fields a write changes, for the cache."""
+
+    def __init__(self, conn: AsyncConnection, changed: set[Key]) -> None:
+        self.conn, self.changed = conn, changed
+        self._locked: dict[str, tuple[object, ...]] = {}
 
     async def get(self, enrollment_id: str, *, for_update: bool = False) -> Device | None:
         """`for_update` holds the row until commit (PostgreSQL): every writer of a device —
@@ -53,7 +66,40 @@ class DeviceRepository:
         if for_update:
             query = query.with_for_update()
         row = (await self.conn.execute(query)).first()
-        return Device.model_validate(dict(row._mapping)) if row else None
+        device = Device.model_validate(dict(row._mapping)) if row else None
+        if device is not None and for_update:
+            self._locked[enrollment_id] = sync_fields(device)
+        return device
+
+    async def get_many(self, ids: Sequence[str], *, for_update: bool = False) -> dict[str, Device]:
+        """`get` for several devices; locked in id order, like `on_blueprint`."""
+        query = select(devices).where(devices.c.enrollment_id.in_(ids))
+        if for_update:
+            query = query.order_by(devices.c.enrollment_id).with_for_update()
+        found = {
+            d.enrollment_id: d
+            for d in (
+                Device.model_validate(dict(r._mapping)) for r in await self.conn.execute(query)
+            )
+        }
+        if for_update:
+            self._locked.update((eid, sync_fields(d)) for eid, d in found.items())
+        return found
+
+    async def snapshot(self, enrollment_id: str) -> DeviceSnapshot | None:
+        """Only what a sync reads (no lock, no status document)."""
+        d = devices.c
+        row = (
+            await self.conn.execute(
+                select(d.blueprint_id, d.facts, d.manifest_changed_at).where(
+                    d.enrollment_id == enrollment_id
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        facts = DeviceFacts.model_validate(row.facts)
+        return DeviceSnapshot(row.blueprint_id, facts, row.manifest_changed_at)
 
     async def list_all(self, limit: int, offset: int) -> list[Device]:
         rows = await self.conn.execute(
@@ -69,33 +115,56 @@ class DeviceRepository:
             .order_by(devices.c.enrollment_id)
             .with_for_update()
         )
-        return [Device.model_validate(dict(r._mapping)) for r in rows]
+        found = [Device.model_validate(dict(r._mapping)) for r in rows]
+        self._locked.update((d.enrollment_id, sync_fields(d)) for d in found)
+        return found
 
     async def add(self, device: Device) -> None:
         await self.conn.execute(insert(devices).values(**_values(device)))
+        self.changed.add((DEVICE, device.enrollment_id))
 
     async def delete(self, enrollment_id: str) -> None:
         await self.conn.execute(delete(devices).where(devices.c.enrollment_id == enrollment_id))
+        self.changed.add((DEVICE, enrollment_id))
 
     async def save(self, device: Device) -> None:
+        """A save that leaves the sync fields of a row this transaction locked as they were
+        (most status reports) invalidates nothing; any other save does."""
         await self.conn.execute(
             update(devices)
             .where(devices.c.enrollment_id == device.enrollment_id)
             .values(**_values(device))
         )
+        if self._locked.get(device.enrollment_id) != sync_fields(device):
+            self.changed.add((DEVICE, device.enrollment_id))
 
+    async def save_many(self, batch: Sequence[Device]) -> None:
+        """`save` for several devices, in one round trip."""
+        if not batch:
+            return
+        rows = []
+        for device in batch:
+            values = _values(device)
+            values["b_enrollment_id"] = values.pop("enrollment_id")
+            rows.append(values)
+            if self._locked.get(device.enrollment_id) != sync_fields(device):
+                self.changed.add((DEVICE, device.enrollment_id))
+        await self.conn.execute(
+            update(devices).where(devices.c.enrollment_id == bindparam("b_enrollment_id")), rows
+        )
 
-_parsed: dict[tuple[str, str], Policy] = {}
+    def transaction_ended(self) -> None:
+        """Row locks are gone with the transaction: forget what they guarded."""
+        self._locked.clear()
 
 
 class PolicyStore:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, conn: AsyncConnection, parsed: ParsedPolicies, changed: set[Key]) -> None:
+        self.conn, self.parsed, self.changed = conn, parsed, changed
 
     async def get(self, blueprint_id: str | None) -> Policy | None:
-        """The stored policy; parsed once per (blueprint, token) and kept in memory, so a
-        sync reads only the small revision row when the policy has not changed. (The token is
-        the declarations service's hash of the candidates: same token, same content.)"""
+        """The stored policy, read from the database (a writer must see the latest); parsed
+        once per (blueprint, token), so only the small revision row is read when unchanged."""
         if blueprint_id is None:
             return None
         p = policies.c
@@ -104,7 +173,7 @@ class PolicyStore:
         ).first()
         if head is None:
             return None
-        cached = _parsed.get((blueprint_id, head.token))
+        cached = self.parsed.get(blueprint_id, head.token)
         if cached is not None:
             return cached
         row = (
@@ -118,9 +187,7 @@ class PolicyStore:
             token=row.token,
             candidates=[Candidate.model_validate(c) for c in row.candidates],
         )
-        if len(_parsed) >= 1024:
-            _parsed.pop(next(iter(_parsed)))
-        _parsed[(row.blueprint_id, row.token)] = policy
+        self.parsed.put(policy)
         return policy
 
     async def put(self, policy: Policy, now: datetime) -> bool:
@@ -138,12 +205,15 @@ class PolicyStore:
             await self.conn.execute(
                 insert(policies).values(blueprint_id=policy.blueprint_id, **values)
             )
-            return True
-        if current >= policy.revision:
+        elif current >= policy.revision:
             return False
-        await self.conn.execute(
-            update(policies).where(policies.c.blueprint_id == policy.blueprint_id).values(**values)
-        )
+        else:
+            await self.conn.execute(
+                update(policies)
+                .where(policies.c.blueprint_id == policy.blueprint_id)
+                .values(**values)
+            )
+        self.changed.add((POLICY, policy.blueprint_id))
         return True
 
 
@@ -237,11 +307,49 @@ class PushQueue:
 
 
 class DeviceChannelUnitOfWork(SqlUnitOfWork):
+    """Also keeps the sync cache true: a commit that changed a device's sync fields or a policy
+    sends `NOTIFY mos_device_channel, '<kind>:<id>'` inside the transaction (PostgreSQL delivers
+    it to every replica's LISTEN on commit), then invalidates this process's cache at once."""
+
     devices: DeviceRepository
     policies: PolicyStore
     pushes: PushQueue
 
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        outbox_table: Table,
+        inbox_table: Table,
+        on_commit: Callable[[], None] | None = None,
+        state: DeviceChannelState | None = None,
+    ) -> None:
+        super().__init__(engine, outbox_table, inbox_table, on_commit)
+        self.state = state if state is not None else DeviceChannelState()
+        self.changed: set[Key] = set()
+
     def _bind(self, conn: AsyncConnection) -> None:
-        self.devices = DeviceRepository(conn)
-        self.policies = PolicyStore(conn)
+        self.changed.clear()
+        self.devices = DeviceRepository(conn, self.changed)
+        self.policies = PolicyStore(conn, self.state.policies, self.changed)
         self.pushes = PushQueue(conn)
+
+    async def commit(self) -> None:
+        keys = sorted(self.changed)
+        self.changed.clear()
+        self.devices.transaction_ended()
+        if keys and self.conn.dialect.name == "postgresql":
+            await self.conn.execute(
+                text("SELECT pg_notify(:channel, k) FROM unnest(CAST(:keys AS text[])) AS k"),
+                {"channel": CHANNEL, "keys": [f"{kind}:{ident}" for kind, ident in keys]},
+            )
+        try:
+            await super().commit()
+        finally:
+            # Also when the commit failed: it may have happened; a needless miss is harmless.
+            self.state.cache.invalidate(keys)
+
+    async def rollback(self) -> None:
+        self.changed.clear()
+        if self._conn is not None:
+            self.devices.transaction_ended()
+        await super().rollback()

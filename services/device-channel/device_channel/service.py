@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from device_channel.repository import Device, DeviceChannelUnitOfWork
 from managed_os import ddm
+from managed_os.cloudevents import CloudEvent
 from managed_os.errors import MalformedRequest, NotFound
 from managed_os.events import (
     DeclarationState,
@@ -88,7 +91,8 @@ async def device_for_sync(
 async def manifest_for(
     uow: DeviceChannelUnitOfWork, device: Device, user_channel: bool = False
 ) -> Manifest:
-    return build_manifest(
+    """From the stored policy (not the sync cache: a writer must compute from the latest)."""
+    return uow.state.manifests.get(
         await uow.policies.get(device.blueprint_id), device.facts, user_channel=user_channel
     )
 
@@ -115,40 +119,74 @@ async def register(
     return device
 
 
-async def ingest_status(
-    uow: DeviceChannelUnitOfWork, enrollment_id: str, body: bytes | str, now: datetime
-) -> Device:
-    """Validate, merge (or replace on FullReport), update facts, emit DeviceStatusReported."""
+def parse_report(body: bytes | str) -> ddm.StatusReport:
+    """Parse a status report and read every typed item once, so a malformed one is refused
+    (400) before anything is stored."""
     try:
         report = ddm.parse_status_report(body)
         _validate(report)
     except ddm.DDMProtocolError as exc:
         raise MalformedRequest(f"invalid status report: {exc}") from exc
-    device = await device_for_sync(uow, enrollment_id, now)
-    merged = ddm.StatusView(ddm.merge_status(device.status, report))
-    device = device.model_copy(
-        update={
-            "status": dict(merged.items),
-            "facts": facts_from_status(enrollment_id, merged),
-            "last_report_at": now,
-            "updated_at": now,
-        }
-    )
-    device, manifest = await _refresh(uow, device, now)
-    payload = DeviceStatusReported(
-        enrollment_id=enrollment_id,
-        blueprint_id=device.blueprint_id,
-        reported_at=now,
-        full_report=report.full_report,
-        facts=device.facts,
-        softwareupdate=softwareupdate_state(merged),
-        declarations=declaration_states(merged),
-        expected=list(manifest.expected),
-    )
-    await uow.outbox.add(
-        payload.TOPIC, to_event(payload, source=SOURCE, subject=enrollment_id, time=now)
-    )
-    return device
+    return report
+
+
+async def ingest_status(
+    uow: DeviceChannelUnitOfWork, enrollment_id: str, body: bytes | str, now: datetime
+) -> Device:
+    """Validate, merge (or replace on FullReport), update facts, emit DeviceStatusReported."""
+    devices = await ingest_statuses(uow, [(enrollment_id, parse_report(body))], now)
+    return devices[enrollment_id]
+
+
+async def ingest_statuses(
+    uow: DeviceChannelUnitOfWork, reports: Sequence[tuple[str, ddm.StatusReport]], now: datetime
+) -> dict[str, Device]:
+    """Parsed reports applied in order in the caller's transaction (`status_writer` commits many
+    at once): the same rows, pushes and events as one `ingest_status` each. The devices are
+    locked in id order, as a policy refresh locks them, before the policies are read."""
+    ids = sorted({eid for eid, _ in reports})
+    devices = await uow.devices.get_many(ids, for_update=True)
+    for eid in ids:
+        if eid not in devices:
+            devices[eid] = await device_for_sync(uow, eid, now)
+    policies = {bp: await uow.policies.get(bp) for bp in {d.blueprint_id for d in devices.values()}}
+    events: list[tuple[str, CloudEvent]] = []
+    pushes: dict[str, str] = {}
+    for eid, report in reports:
+        merged = ddm.StatusView(ddm.merge_status(devices[eid].status, report))
+        device = devices[eid].model_copy(
+            update={
+                "status": dict(merged.items),
+                "facts": facts_from_status(eid, merged),
+                "last_report_at": now,
+                "updated_at": now,
+            }
+        )
+        manifest = uow.state.manifests.get(policies[device.blueprint_id], device.facts)
+        if manifest.token != device.declarations_token:
+            device = device.model_copy(
+                update={"declarations_token": manifest.token, "manifest_changed_at": now}
+            )
+            pushes[eid] = manifest.token
+            events.append(_manifest_changed(device, manifest, now))
+        devices[eid] = device
+        payload = DeviceStatusReported(
+            enrollment_id=eid,
+            blueprint_id=device.blueprint_id,
+            reported_at=now,
+            full_report=report.full_report,
+            facts=device.facts,
+            softwareupdate=softwareupdate_state(merged),
+            declarations=declaration_states(merged),
+            expected=list(manifest.expected),
+        )
+        events.append((payload.TOPIC, to_event(payload, source=SOURCE, subject=eid, time=now)))
+    await uow.devices.save_many([devices[eid] for eid in ids])
+    for eid, token in pushes.items():
+        await uow.pushes.queue(eid, token, now)
+    for topic, group in itertools.groupby(events, key=lambda e: e[0]):
+        await uow.outbox.add_many(topic, [event for _, event in group])
+    return devices
 
 
 def _validate(report: ddm.StatusReport) -> None:
@@ -172,18 +210,20 @@ async def _refresh(
     if changed:
         # The Mac learns of it by a push; queued in this transaction, sent by `push.run`.
         await uow.pushes.queue(device.enrollment_id, manifest.token, now)
-        payload = DeviceManifestChanged(
-            enrollment_id=device.enrollment_id,
-            blueprint_id=device.blueprint_id,
-            declarations_token=manifest.token,
-            changed_at=now,
-            facts=device.facts,
-            expected=list(manifest.expected),
-        )
-        await uow.outbox.add(
-            payload.TOPIC, to_event(payload, source=SOURCE, subject=device.enrollment_id, time=now)
-        )
+        await uow.outbox.add(*_manifest_changed(device, manifest, now))
     return device, manifest
+
+
+def _manifest_changed(device: Device, manifest: Manifest, now: datetime) -> tuple[str, CloudEvent]:
+    payload = DeviceManifestChanged(
+        enrollment_id=device.enrollment_id,
+        blueprint_id=device.blueprint_id,
+        declarations_token=manifest.token,
+        changed_at=now,
+        facts=device.facts,
+        expected=list(manifest.expected),
+    )
+    return payload.TOPIC, to_event(payload, source=SOURCE, subject=device.enrollment_id, time=now)
 
 
 async def on_policy(uow: DeviceChannelUnitOfWork, policy: Policy, now: datetime) -> int:

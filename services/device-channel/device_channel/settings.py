@@ -39,6 +39,26 @@ class DeviceChannelSettings(ServiceSettings):
         60, gt=0, description="A claimed push is retried after this long if its sender died."
     )
 
+    sync_cache_size: int = Field(
+        100_000,
+        ge=0,
+        description="Devices whose sync data (blueprint, facts, manifest timestamp) this process "
+        "keeps in memory, least recently used first out (about 1.3 KB each); 0 disables the cache.",
+    )
+    sync_cache_warm: bool = Field(
+        True,
+        description="Fill the sync cache at start with the most recently updated devices.",
+    )
+
+    status_batch_size: int = Field(
+        64,
+        ge=1,
+        le=1000,
+        description="Most status reports committed in one transaction: reports arriving while "
+        "one commits share the next (each still answered only once committed); 1 commits each "
+        "on its own.",
+    )
+
     def check_serving(self) -> None:
         if not self.hmac_key.get_secret_value() and not self.allow_unsigned:
             raise ConfigurationError(

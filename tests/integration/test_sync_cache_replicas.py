@@ -170,3 +170,18 @@ async def test_losing_the_listen_connection_empties_the_cache_until_listening_ag
         await until(lambda: b.state.cache.enabled, "B to listen again")
         assert await b.token() == await a.stored_token()
         assert "MAC-1" in b.state.cache
+
+
+async def test_a_read_overtaken_by_another_replicas_commit_is_not_cached(pg):
+    async with two_replicas(pg) as (a, b):
+        await b.cached_token()
+        b.state.cache.invalidate([("device", "MAC-1")])  # B is about to miss ...
+        epoch = b.state.cache.epoch()
+        async with b.ctx.uow() as uow:  # ... and reads the row as it is now
+            old = await uow.devices.snapshot("MAC-1")
+        assert old is not None
+        await a.report("26.6")  # A commits a change before B stores what it read
+        key = ("device", "MAC-1")
+        await until(lambda: not b.state.cache.fresh(key, epoch), "B to hear of the change")
+        assert not b.state.cache.put_device("MAC-1", old, epoch)
+        assert await b.token() == await a.stored_token()

@@ -97,7 +97,7 @@ class SyncCache:
     def put_device(
         self, enrollment_id: str, snap: DeviceSnapshot, epoch: int, *, only_if_absent: bool = False
     ) -> bool:
-        if not self._fresh((DEVICE, enrollment_id), epoch):
+        if not self.fresh((DEVICE, enrollment_id), epoch):
             return False
         if only_if_absent and enrollment_id in self._devices:
             return False
@@ -108,7 +108,7 @@ class SyncCache:
         return True
 
     def put_policy(self, blueprint_id: str, policy: Policy | None, epoch: int) -> bool:
-        if not self._fresh((POLICY, blueprint_id), epoch):
+        if not self.fresh((POLICY, blueprint_id), epoch):
             return False
         self._policies[blueprint_id] = ABSENT if policy is None else policy
         if len(self._policies) > POLICY_SLOTS:
@@ -145,5 +145,6 @@ class SyncCache:
         self.enabled = False
         self.clear()
 
-    def _fresh(self, key: Key, epoch: int) -> bool:
+    def fresh(self, key: Key, epoch: int) -> bool:
+        """Whether a value of `key` read after `epoch` was taken may be stored now."""
         return self.enabled and max(self._changed.get(key, 0), self._floor) <= epoch

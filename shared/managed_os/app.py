@@ -212,7 +212,9 @@ async def _db_ok(ctx: ServiceContext) -> bool:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_ctx(request: Request) -> ServiceContext:
+async def get_ctx(request: Request) -> ServiceContext:
+    # async on purpose: FastAPI runs a plain-def dependency in its thread pool, a hop every
+    # request would pay.
     return request.app.state.ctx
 
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "b948ea6af917"
 down_revision: str | None = "a27237864d0a"
 branch_labels: str | Sequence[str] | None = None

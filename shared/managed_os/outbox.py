@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Table, delete, func, select, text
+from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from managed_os.bus.protocol import EventBus
 from managed_os.cloudevents import CloudEvent
-from managed_os.db import bulk_write
 from managed_os.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class SqlOutboxStore:
             }
             for event in events
         ]
-        await bulk_write(self.conn, self.table, rows)
+        await self.conn.execute(insert(self.table), rows)
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         if self.conn.dialect.name == "postgresql":

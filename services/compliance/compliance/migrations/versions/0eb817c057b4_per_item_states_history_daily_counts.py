@@ -75,7 +75,6 @@ def upgrade() -> None:
         "devices",
         sa.Column("enrollment_id", sa.String(length=200), nullable=False),
         sa.Column("blueprint_id", sa.String(length=36), nullable=True),
-        sa.Column("time_zone", sa.String(length=64), nullable=True),
         sa.Column("os_version", sa.String(length=32), nullable=True),
         sa.Column("os_major", sa.Integer(), nullable=True),
         sa.Column("state", sa.String(length=16), nullable=False),

@@ -70,9 +70,10 @@ def service_env(service: str) -> dict[str, str]:
         values["SOFA_URL"] = "bundled:sofa_v2_snapshot.json"
     if service == "declarations":
         values["CATALOG_URL"] = url("catalog")
+    if service in ("device-channel", "compliance"):
+        values["DECLARATIONS_URL"] = url("declarations")
     if service == "device-channel":
         values["HMAC_KEY"] = kept_secret("hmac-key")
-        values["DECLARATIONS_URL"] = url("declarations")
     return {**base_env(), **{prefix + k: v for k, v in values.items()}}
 
 

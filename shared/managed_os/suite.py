@@ -66,7 +66,7 @@ def embedded_settings(
             values["allow_unsigned"] = True
         if name == "declarations":
             values["catalog_url"] = f"http://{host}:{ports['catalog']}"
-        if name == "device-channel":
+        if name in ("device-channel", "compliance"):
             values["declarations_url"] = f"http://{host}:{ports['declarations']}"
         values.update((overrides or {}).get(name, {}))
         result[name] = spec.settings_cls(**values)

@@ -551,6 +551,7 @@ def test_egress_reaches_only_dns_postgres_kafka_and_each_services_peers(overlay:
     for service, (target, port) in {
         "declarations": (catalog, 8081),
         "device-channel": (declarations, 8082),
+        "compliance": (declarations, 8082),
     }.items():
         allowed = egress_allowed(objs, pod_labels(deployment(objs, service)))
         assert any(

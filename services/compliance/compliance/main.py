@@ -11,6 +11,7 @@ from prometheus_client import Gauge
 from sqlalchemy import delete
 
 from compliance import models, service
+from compliance.bootstrap import bootstrap
 from compliance.repository import ComplianceUnitOfWork
 from compliance.router import router
 from compliance.settings import ComplianceSettings
@@ -104,6 +105,8 @@ def _gauge_updater(ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
 
 async def on_start(ctx: ServiceContext) -> None:
     settings = _settings(ctx)
+    if settings.declarations_url:
+        ctx.spawn(bootstrap(settings, ctx.uow, ctx.clock), name="compliance-bootstrap")
     ctx.spawn(_every(settings.sweep_interval_seconds, "sweep", lambda: sweep_all(ctx)), "sweep")
     ctx.spawn(
         _every(settings.snapshot_interval_seconds, "snapshot", lambda: snapshot(ctx)), "snapshot"

@@ -11,6 +11,11 @@ class ComplianceSettings(ServiceSettings):
 
     port: int = 8084
     database_url: str = "sqlite+aiosqlite:///./data/compliance.db"
+    declarations_url: str = Field(
+        "",
+        description="The declarations service's base URL; when set, the blueprints' item "
+        "summaries are rebuilt from its REST API at start (events keep them current after).",
+    )
     stale_after_hours: float = Field(
         72, gt=0, description="A device silent for longer than this is `unknown`."
     )

@@ -66,6 +66,8 @@ policy_revisions = Table(
     Column("revision", Integer, primary_key=True),
     Column("token", String(64), nullable=False),
     Column("candidates", JsonDoc, nullable=False),
+    # Item summaries for compliance (PolicyPublished.items); empty before they existed.
+    Column("items", JsonDoc, nullable=False, server_default="[]"),
     Column("created_at", UtcDateTime, nullable=False),
 )
 

@@ -145,6 +145,7 @@ class PolicyRevision(BaseModel):
     token: str
     created_at: datetime
     candidates: list[dict[str, object]]
+    items: list[dict[str, object]] = Field(default_factory=list)
 
 
 class BlueprintPatch(Strict):

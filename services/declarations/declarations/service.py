@@ -281,6 +281,7 @@ async def _publish_many(
                 token=token,
                 created_at=now,
                 candidates=docs,
+                items=items,
             )
         )
         # The event's data is the same document: PolicyPublished's fields, already dumped.

@@ -95,9 +95,9 @@ class Fold:
         """Judge one Mac; a Mac whose inputs cannot be judged is logged and left as it was
         (and the sweep looks at it again in an hour), never allowed to block the others."""
         mac = self.macs[enrollment_id]
-        inputs = mac.loaded()
-        bp = inputs.blueprint_id
         try:
+            inputs = mac.loaded()
+            bp = inputs.blueprint_id
             judgement = evaluate(
                 inputs, self.items.get(bp) if bp else None, self.now, self.stale_after
             )

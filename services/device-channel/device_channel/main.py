@@ -19,7 +19,7 @@ from device_channel.repository import DeviceChannelUnitOfWork
 from device_channel.router import router
 from device_channel.settings import DeviceChannelSettings
 from device_channel.state import DeviceChannelState
-from device_channel.status_writer import StatusWriter
+from device_channel.status_writer import AlreadyCommitted, StatusWriter
 from device_channel.sync_cache import SyncCache
 from managed_os import ddm
 from managed_os.cloudevents import CloudEvent
@@ -89,9 +89,16 @@ def make_state(ctx: ServiceContext) -> DeviceChannelState:
 
     async def apply(items: Sequence[tuple[str, ddm.StatusReport]]) -> None:
         uow: DeviceChannelUnitOfWork
-        async with ctx.uow() as uow:
-            await service.ingest_statuses(uow, items, ctx.clock.now())
-            await uow.commit()
+        committed = False
+        try:
+            async with ctx.uow() as uow:
+                await service.ingest_statuses(uow, items, ctx.clock.now())
+                await uow.commit()
+                committed = True
+        except Exception as exc:
+            if committed:  # failed after the commit (closing): applied; must not run again
+                raise AlreadyCommitted(exc) from exc
+            raise
 
     state = DeviceChannelState(
         cache=SyncCache(settings.sync_cache_size),

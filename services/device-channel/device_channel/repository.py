@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from device_channel.models import devices, policies, push_queue
@@ -119,9 +121,15 @@ class DeviceRepository:
         self._locked.update((d.enrollment_id, sync_fields(d)) for d in found)
         return found
 
-    async def add(self, device: Device) -> None:
-        await self.conn.execute(insert(devices).values(**_values(device)))
-        self.changed.add((DEVICE, device.enrollment_id))
+    async def add(self, device: Device) -> bool:
+        """Insert the device unless a concurrent first contact already did (True if this
+        call inserted it)."""
+        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(devices).values(**_values(device)).on_conflict_do_nothing()
+        inserted = bool((await self.conn.execute(stmt)).rowcount)
+        if inserted:
+            self.changed.add((DEVICE, device.enrollment_id))
+        return inserted
 
     async def delete(self, enrollment_id: str) -> None:
         await self.conn.execute(delete(devices).where(devices.c.enrollment_id == enrollment_id))

@@ -72,7 +72,8 @@ async def device_for_sync(
     uow: DeviceChannelUnitOfWork, enrollment_id: str, now: datetime
 ) -> Device:
     """The device record, created on first contact (unassigned until an admin assigns it),
-    held for update until the caller commits."""
+    held for update until the caller commits. Two first contacts of one Mac at once (a sync
+    and a status report right after a push) both succeed: the second finds the first's row."""
     device = await uow.devices.get(enrollment_id, for_update=True)
     if device is None:
         device = Device(
@@ -84,7 +85,10 @@ async def device_for_sync(
             created_at=now,
             updated_at=now,
         )
-        await uow.devices.add(device)
+        if not await uow.devices.add(device):
+            found = await uow.devices.get(enrollment_id, for_update=True)
+            assert found is not None  # inserted by a concurrent transaction, now committed
+            device = found
     return device
 
 

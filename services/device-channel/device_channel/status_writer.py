@@ -21,6 +21,13 @@ from managed_os import ddm
 log = logging.getLogger(__name__)
 
 Item = tuple[str, ddm.StatusReport]
+
+
+class AlreadyCommitted(Exception):
+    """`apply` failed after its commit (say while closing the connection): the reports are
+    stored, so they are answered as such and never applied again."""
+
+
 Apply = Callable[[Sequence[Item]], Awaitable[None]]
 
 
@@ -65,6 +72,8 @@ class StatusWriter:
     async def _commit(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
         try:
             await self.apply([item for item, _ in batch])
+        except AlreadyCommitted as exc:
+            log.warning("status batch failed after its commit", extra={"error": repr(exc)})
         except Exception as exc:
             if len(batch) == 1:
                 if not batch[0][1].done():  # its request may have gone away

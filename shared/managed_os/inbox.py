@@ -60,11 +60,7 @@ class SqlInboxStore:
                 {"consumer": consumer, "now": now, "ids": unique},
             )
             return set(inserted.scalars())
-        stmt = (
-            sqlite_insert(self.table)
-            .on_conflict_do_nothing()
-            .returning(self.table.c.event_id, sort_by_parameter_order=True)
-        )
+        stmt = sqlite_insert(self.table).on_conflict_do_nothing().returning(self.table.c.event_id)
         fresh: set[str] = set()
         for start in range(0, len(unique), _CHUNK):
             rows = [

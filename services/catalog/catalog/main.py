@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import cast
 
 from catalog import models
@@ -14,8 +12,7 @@ from catalog.service import fetcher_for, run_due_syncs
 from catalog.settings import CatalogSettings
 from managed_os.events import TOPIC_RELEASES
 from managed_os.service import ServiceContext, ServiceSpec
-
-log = logging.getLogger(__name__)
+from managed_os.tasks import every
 
 
 async def _scheduler(ctx: ServiceContext) -> None:
@@ -23,12 +20,12 @@ async def _scheduler(ctx: ServiceContext) -> None:
     claimed atomically, so with several replicas each scheduled sync runs once."""
     settings = cast(CatalogSettings, ctx.settings)
     fetcher: Fetcher = ctx.extras["fetcher"]
-    while True:
-        try:
-            await run_due_syncs(ctx.uow, fetcher, settings, ctx.clock.now())
-        except Exception:  # a feed failure is recorded on the source; this is e.g. the DB
-            log.exception("scheduled catalog sync failed")
-        await asyncio.sleep(settings.scheduler_tick_seconds)
+    # A feed failure is recorded on its source; what `every` logs is e.g. the database.
+    await every(
+        settings.scheduler_tick_seconds,
+        "scheduled catalog sync",
+        lambda: run_due_syncs(ctx.uow, fetcher, settings, ctx.clock.now()),
+    )
 
 
 async def on_start(ctx: ServiceContext) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -18,6 +17,7 @@ from compliance.settings import ComplianceSettings
 from managed_os.cloudevents import CloudEvent
 from managed_os.events import TOPIC_COMPLIANCE, TOPIC_DEVICES, TOPIC_POLICIES
 from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
+from managed_os.tasks import every
 
 log = logging.getLogger(__name__)
 GROUP = "compliance.events"
@@ -46,17 +46,6 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
             max_batch=_settings(ctx).consumer_batch_size,
         )
     ]
-
-
-async def _every(seconds: float, name: str, step: Callable[[], Awaitable[object]]) -> None:
-    while True:
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed; will retry", name)
-        await asyncio.sleep(seconds)
 
 
 async def sweep_all(ctx: ServiceContext) -> int:
@@ -107,11 +96,11 @@ async def on_start(ctx: ServiceContext) -> None:
     settings = _settings(ctx)
     if settings.declarations_url:
         ctx.spawn(bootstrap(settings, ctx.uow, ctx.clock), name="compliance-bootstrap")
-    ctx.spawn(_every(settings.sweep_interval_seconds, "sweep", lambda: sweep_all(ctx)), "sweep")
+    ctx.spawn(every(settings.sweep_interval_seconds, "sweep", lambda: sweep_all(ctx)), "sweep")
     ctx.spawn(
-        _every(settings.snapshot_interval_seconds, "snapshot", lambda: snapshot(ctx)), "snapshot"
+        every(settings.snapshot_interval_seconds, "snapshot", lambda: snapshot(ctx)), "snapshot"
     )
-    ctx.spawn(_every(settings.metrics_interval_seconds, "gauges", _gauge_updater(ctx)), "gauges")
+    ctx.spawn(every(settings.metrics_interval_seconds, "gauges", _gauge_updater(ctx)), "gauges")
 
 
 SPEC = ServiceSpec(

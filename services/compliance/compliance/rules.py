@@ -84,7 +84,6 @@ class Judgement:
     next_check_at: datetime | None  # when the verdict may change with no new event
 
 
-@lru_cache(maxsize=4096)
 def _version(text: str) -> OSVersion | None:
     try:
         return parse_version(text)

@@ -24,6 +24,7 @@ from device_channel.repository import DeviceChannelUnitOfWork, PendingPush
 from device_channel.settings import DeviceChannelSettings
 from managed_os import ddm
 from managed_os.clock import Clock
+from managed_os.tasks import every
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
@@ -146,9 +147,8 @@ async def run(
     settings: DeviceChannelSettings,
     clock: Clock,
 ) -> None:
-    while True:
-        try:
-            await drain_once(uow_factory, sender, settings, clock)
-        except Exception:
-            log.exception("push worker failed; will retry")
-        await asyncio.sleep(settings.push_interval_seconds)
+    await every(
+        settings.push_interval_seconds,
+        "push worker",
+        lambda: drain_once(uow_factory, sender, settings, clock),
+    )

@@ -63,10 +63,7 @@ class InProcessBus:
     async def subscribe_batch(
         self, topics: Sequence[str], group: str, handler: BatchHandler, max_batch: int = 1000
     ) -> _InProcessSubscription:
-        async def unused(_event: CloudEvent) -> None:  # pragma: no cover - batch mode
-            raise AssertionError
-
-        sub = _InProcessSubscription(self, list(topics), group, unused, handler, max_batch)
+        sub = _InProcessSubscription(self, list(topics), group, None, handler, max_batch)
         self._subs.append(sub)
         sub.task = asyncio.create_task(sub.run(), name=f"inprocess-consumer-{group}")
         return sub
@@ -81,7 +78,7 @@ class _InProcessSubscription:
         bus: InProcessBus,
         topics: list[str],
         group: str,
-        handler: EventHandler,
+        handler: EventHandler | None,
         batch_handler: BatchHandler | None = None,
         max_batch: int = 1000,
     ) -> None:
@@ -121,6 +118,7 @@ class _InProcessSubscription:
                 self.bus._offsets[key] = start + len(batch)
                 progressed = True
             return progressed
+        assert self.handler is not None
         while self.bus._offsets[key] < len(events) and not self.stopping:
             event = events[self.bus._offsets[key]]
             try:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from compliance import models
 from compliance.repository import ComplianceUnitOfWork
+from compliance.rules import due_at
 from compliance.service import apply_events, sweep
 from managed_os.bus.kafka import KafkaBus
 from managed_os.cloudevents import CloudEvent
@@ -228,6 +229,15 @@ async def test_one_bad_event_does_not_block_the_batch(engine: Any) -> None:
         )
     except Exception as exc:
         pytest.fail(f"a single bad event failed the whole batch: {exc!r}")
+    rows = {eid: await item_rows(engine, eid) for eid in ("MAC-1", "MAC-2")}
+    assert rows["MAC-1"]["item-a"]["state"] == "pending"  # judged in the same batch
+    # MAC-2 keeps the zone as given, and its deadline is judged as if no zone were known.
+    async with uow(engine) as u:
+        mac2 = await u.store.device("MAC-2")
+    assert mac2 is not None
+    inputs, row, _items = mac2
+    assert inputs.time_zone == "Mars/Olympus_Mons"
+    assert row["due_at"] == due_at(row["deadline"], None)
 
 
 # ---- 4. hostile query strings on PostgreSQL -------------------------------------------------

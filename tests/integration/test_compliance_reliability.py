@@ -20,8 +20,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from compliance.rules import DeviceInputs, evaluate
-from compliance.service import _fold_into
+from compliance.rules import evaluate
+from compliance.service import status_inputs
 from managed_os.events import (
     TOPIC_DEVICES,
     TOPIC_POLICIES,
@@ -82,15 +82,9 @@ def stream(start: datetime) -> list[DeviceStatusReported]:
 
 def expected_histories(events: list[DeviceStatusReported], now: datetime) -> dict[str, list[str]]:
     """Each Mac's sequence of overall states, folding its events in order through the rules."""
-    inputs: dict[str, DeviceInputs] = {}
     histories: dict[str, list[str]] = {}
-    for e in events:
-        mac = inputs.setdefault(
-            e.enrollment_id,
-            DeviceInputs(enrollment_id=e.enrollment_id, facts=DeviceFacts(enrollment_id="x")),
-        )
-        _fold_into(mac, e)
-        state = evaluate(mac, [ITEM], now, STALE).overall.state
+    for e in events:  # one Mac's reports are in time order, each replacing its inputs
+        state = evaluate(status_inputs(e, None), [ITEM], now, STALE).overall.state
         seen = histories.setdefault(e.enrollment_id, [])
         if not seen or seen[-1] != state:
             seen.append(state)

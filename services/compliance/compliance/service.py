@@ -348,16 +348,7 @@ async def apply_events(
             if last is not None and payload.reported_at < last:
                 continue  # an older report arriving late changes nothing
             tz = mac.inputs.time_zone if mac.inputs else (mac.row or {}).get("time_zone")
-            mac.inputs = DeviceInputs.model_construct(
-                enrollment_id=payload.enrollment_id,
-                blueprint_id=payload.blueprint_id,
-                time_zone=tz,
-                facts=payload.facts,
-                softwareupdate=payload.softwareupdate,
-                declarations=payload.declarations,
-                expected=payload.expected,
-                last_report_at=payload.reported_at,
-            )
+            mac.inputs = status_inputs(payload, tz)
             mac.document = {
                 **event.data,
                 "last_report_at": event.data["reported_at"],
@@ -366,7 +357,7 @@ async def apply_events(
             await _judge(fold, mac, payload.enrollment_id, cause)
         elif isinstance(payload, DeviceManifestChanged | DeviceRegistered):
             mac = fold.mac(payload.enrollment_id)
-            _fold_into(mac.loaded(), payload)
+            merge_into(mac.loaded(), payload)
             mac.document = None
             await _judge(fold, mac, payload.enrollment_id, cause)
     await fold.flush()
@@ -384,29 +375,30 @@ async def _judge(fold: Fold, mac: _Mac, enrollment_id: str, cause: str) -> None:
 DEVICE_EVENTS = (DeviceStatusReported, DeviceManifestChanged, DeviceRegistered, DeviceUnenrolled)
 
 
-def _fold_into(
-    inputs: DeviceInputs,
-    payload: DeviceStatusReported | DeviceManifestChanged | DeviceRegistered,
-) -> bool:
-    """Update a Mac's inputs from one event; False when the event changes nothing."""
-    if isinstance(payload, DeviceStatusReported):
-        if inputs.last_report_at is not None and payload.reported_at < inputs.last_report_at:
-            return False  # an older report arriving late
-        inputs.blueprint_id = payload.blueprint_id
-        inputs.facts = payload.facts
-        inputs.softwareupdate = payload.softwareupdate
-        inputs.declarations = payload.declarations
-        inputs.expected = payload.expected
-        inputs.last_report_at = payload.reported_at
-    elif isinstance(payload, DeviceManifestChanged):
-        inputs.blueprint_id = payload.blueprint_id
+def status_inputs(report: DeviceStatusReported, time_zone: str | None) -> DeviceInputs:
+    """A status report carries every input but the time zone (from the registry): the Mac's
+    inputs after it. The payload is validated already, so nothing is validated again."""
+    return DeviceInputs.model_construct(
+        enrollment_id=report.enrollment_id,
+        blueprint_id=report.blueprint_id,
+        time_zone=time_zone,
+        facts=report.facts,
+        softwareupdate=report.softwareupdate,
+        declarations=report.declarations,
+        expected=report.expected,
+        last_report_at=report.reported_at,
+    )
+
+
+def merge_into(inputs: DeviceInputs, payload: DeviceManifestChanged | DeviceRegistered) -> None:
+    """What a manifest change or a registry change updates of a Mac's inputs."""
+    inputs.blueprint_id = payload.blueprint_id
+    if isinstance(payload, DeviceManifestChanged):
         inputs.expected = payload.expected
         if payload.facts.os_version is not None:
             inputs.facts = payload.facts
     else:
-        inputs.blueprint_id = payload.blueprint_id
         inputs.time_zone = payload.time_zone
-    return True
 
 
 async def sweep(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
@@ -88,7 +90,32 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+    event.listen(engine.sync_engine, "connect", _mark_idle)
+    event.listen(engine.sync_engine, "checkin", _mark_idle)
+    event.listen(engine.sync_engine, "checkout", _ping_if_idle)
+    return engine
+
+
+# A pooled connection is pinged before use only when it sat idle this long: one that was in
+# use a moment ago is alive, and under load a ping per checkout was a round trip per
+# transaction. A connection that died meanwhile fails its statement; SQLAlchemy sees the
+# disconnect and invalidates the whole pool, so the next checkout connects afresh.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _mark_idle(_dbapi_conn: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        dbapi_conn.ping()
+    except Exception as exc:  # the pool discards it and checks out another
+        raise DisconnectionError("pooled connection failed its ping") from exc
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

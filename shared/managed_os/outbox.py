@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Table, delete, func, insert, select, text
+from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from managed_os.bus.protocol import EventBus
@@ -80,16 +80,14 @@ class SqlOutboxStore:
         await self.conn.execute(insert(self.table), rows)
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
-        if self.conn.dialect.name == "postgresql":
-            locked = await self.conn.scalar(
-                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RELAY_LOCK_ID}
-            )
-            if not locked:
-                return []
         t = self.table
-        rows = await self.conn.execute(
-            select(t.c.id, t.c.topic, t.c.envelope).order_by(t.c.id).limit(limit)
-        )
+        query = select(t.c.id, t.c.topic, t.c.envelope).order_by(t.c.id).limit(limit)
+        if self.conn.dialect.name == "postgresql":
+            # One relay at a time across replicas (order per key); the lock is taken once, in
+            # the same round trip as the read, and held until this transaction ends.
+            locked = select(func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)).scalar_subquery()
+            query = query.where(locked)
+        rows = await self.conn.execute(query)
         return [OutboxRecord(r.id, r.topic, CloudEvent.from_structured(r.envelope)) for r in rows]
 
     async def remove(self, ids: Sequence[int]) -> None:
@@ -151,11 +149,12 @@ class OutboxRelay:
         *,
         interval: float = 0.5,
         batch: int = 500,
+        gap: float = 0.02,
         on_published: Callable[[int], None] | None = None,
         on_backlog: Callable[[int], None] | None = None,
     ) -> None:
         self.uow_factory, self.bus = uow_factory, bus
-        self.interval, self.batch = interval, batch
+        self.interval, self.batch, self.gap = interval, batch, gap
         self.on_published, self.on_backlog = on_published, on_backlog
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -177,7 +176,11 @@ class OutboxRelay:
                 # Keep what was acknowledged even if a later publish failed.
                 await uow.outbox.remove(delivered)
                 if self.on_backlog is not None:
-                    self.on_backlog(await uow.outbox.backlog())
+                    # Counted only when the batch was full; otherwise what is left of it is
+                    # the backlog as read (a count was a round trip every run).
+                    left = len(records) - len(delivered)
+                    full = len(records) >= self.batch
+                    self.on_backlog(await uow.outbox.backlog() if full else left)
                 await uow.commit()
         if delivered and self.on_published is not None:
             self.on_published(len(delivered))
@@ -197,6 +200,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         while not self._stopping:
+            self._wake.clear()  # a commit from here on wakes the next run
             try:
                 full = await self.run_once() >= self.batch
             except asyncio.CancelledError:
@@ -206,7 +210,12 @@ class OutboxRelay:
                 full = False
             if full or self._stopping:
                 continue
-            self._wake.clear()
+            # A busy service commits many times a second, each waking the relay: after a run
+            # it waits `gap`, so the next one takes what those commits wrote in one batch (one
+            # transaction per burst instead of one per commit).
+            await asyncio.sleep(self.gap)
+            if self._wake.is_set():
+                continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()

@@ -117,10 +117,11 @@ class ServiceContext:
             self.engine,
             self.spec.outbox_table,
             self.spec.inbox_table,
-            on_commit=self._wake,
+            on_commit=self.wake_relay,
             **extra,
         )
 
-    def _wake(self) -> None:
+    def wake_relay(self) -> None:
+        """Publish what was just committed to the outbox now, not at the next poll."""
         if self.relay is not None:
             self.relay.notify()

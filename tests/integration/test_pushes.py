@@ -3,6 +3,7 @@ batched per token, retried, and never lost by a sender that dies mid-send."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import plistlib
@@ -174,3 +175,35 @@ async def test_one_bad_mac_does_not_hold_back_the_macs_batched_with_it(tmp_path)
             assert await uow.pushes.pending() == 1  # only MAC-2 waits, backing off
         await sender.aclose()
     await engine.dispose()
+
+
+async def test_on_sqlite_a_policy_refresh_waits_for_a_status_transaction_that_read_the_mac(
+    tmp_path,
+):
+    """SQLite has no row locks: a device writer takes the database's write lock before it reads
+    the Mac, so a policy refresh cannot commit between a status report's reads and its write
+    (which would leave the report's manifest computed from the old policy)."""
+    engine, make = await setup(tmp_path)
+    refreshed = asyncio.Event()
+
+    async def refresh() -> None:
+        candidates = compile_blueprint(
+            [ITEM], parse_gdmf((FEEDS / "gdmf_pmv_2026-08-22_sofa_cache.json").read_bytes())
+        )
+        async with make() as uow:
+            policy = Policy(blueprint_id="bp", revision=2, token="t2", candidates=candidates)
+            await service.on_policy(uow, policy, NOW)
+            await uow.commit()
+        refreshed.set()
+
+    try:
+        async with make() as uow:
+            await uow.devices.get_many(["MAC-1"], for_update=True)
+            task = asyncio.create_task(refresh())
+            await asyncio.sleep(0.5)
+            assert not refreshed.is_set()  # waiting for this transaction
+            await uow.commit()
+        await asyncio.wait_for(task, 10)
+        assert refreshed.is_set()
+    finally:
+        await engine.dispose()

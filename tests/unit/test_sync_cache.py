@@ -110,6 +110,31 @@ async def test_concurrent_reports_share_a_transaction_and_a_failed_one_fails_alo
     await asyncio.wait_for(writer.write("G", report), 5)
 
 
+async def test_what_the_unlocked_path_stored_is_answered_and_never_applied_again():
+    locked: list[list[str]] = []
+    offered: list[list[str]] = []
+
+    async def apply(items: Sequence[Item]) -> None:
+        locked.append([eid for eid, _ in items])
+
+    async def unlocked(items: Sequence[Item]) -> set[str]:
+        ids = [eid for eid, _ in items]
+        offered.append(ids)
+        if "DOWN" in ids:
+            raise ConnectionError("nothing stored")
+        return {eid for eid in ids if not eid.startswith("NEW")}  # first contacts are left
+
+    writer = StatusWriter(apply, unlocked=unlocked, batch_size=8)
+    report = ddm.parse_status_report(b'{"StatusItems": {}}')
+    await asyncio.gather(*(writer.write(eid, report) for eid in ["A", "NEW-1", "B", "A"]))
+    assert sorted(eid for batch in offered for eid in batch) == ["A", "A", "B", "NEW-1"]
+    assert sorted(eid for batch in locked for eid in batch) == ["NEW-1"]
+    assert writer.reports == 4
+    locked.clear()
+    await writer.write("DOWN", report)  # the unlocked path failed: the locked one stores it
+    assert locked == [["DOWN"]]
+
+
 def sign(body: bytes) -> str:
     return base64.b64encode(hmac.new(KEY, body, hashlib.sha256).digest()).decode()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import cast
 
@@ -15,18 +16,21 @@ from device_channel.ddm_router import router as ddm_router
 from device_channel.fast_path import CachedSyncs
 from device_channel.hmac import SignResponses
 from device_channel.listener import keep_cache
-from device_channel.repository import DeviceChannelUnitOfWork
+from device_channel.repository import DeviceChannelUnitOfWork, StatusBatchStore
 from device_channel.router import router
 from device_channel.settings import DeviceChannelSettings
 from device_channel.state import DeviceChannelState
 from device_channel.status_writer import AlreadyCommitted, StatusWriter
-from device_channel.sync_cache import SyncCache
+from device_channel.sync_cache import Key, SyncCache
 from managed_os import ddm
 from managed_os.cloudevents import CloudEvent
+from managed_os.db import is_postgres
 from managed_os.events import TOPIC_DEVICES, TOPIC_POLICIES, PolicyPublished, from_event
 from managed_os.policy import Policy
 from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
 from managed_os.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
 
 
 def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
@@ -100,9 +104,32 @@ def make_state(ctx: ServiceContext) -> DeviceChannelState:
                 raise AlreadyCommitted(exc) from exc
             raise
 
+    async def apply_unlocked(items: Sequence[tuple[str, ddm.StatusReport]]) -> set[str]:
+        stored: set[str] = set()
+        changed: set[Key] = set()
+        try:
+            async with ctx.engine.connect() as conn:
+                store = await StatusBatchStore.of(conn)
+                await service.ingest_statuses_unlocked(
+                    store, state, items, ctx.clock.now(), stored, changed
+                )
+        except Exception as exc:
+            if not stored:
+                raise
+            log.warning("status write failed after storing some", extra={"error": repr(exc)})
+        finally:
+            state.cache.invalidate(sorted(changed))
+            if stored:
+                ctx.wake_relay()
+        return stored
+
     state = DeviceChannelState(
         cache=SyncCache(settings.sync_cache_size),
-        status_writer=StatusWriter(apply, batch_size=settings.status_batch_size),
+        status_writer=StatusWriter(
+            apply,
+            unlocked=apply_unlocked if is_postgres(ctx.engine) else None,
+            batch_size=settings.status_batch_size,
+        ),
     )
     ctx.metrics.registry.register(StateMetrics(state))
     return state

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from device_channel.models import devices, policies, push_queue
 from device_channel.state import DeviceChannelState, ParsedPolicies
 from device_channel.sync_cache import DEVICE, POLICY, DeviceSnapshot, Key
+from managed_os.cloudevents import CloudEvent
 from managed_os.policy import Candidate, DeviceFacts, Policy
 from managed_os.uow import SqlUnitOfWork
 
@@ -66,6 +69,7 @@ class DeviceRepository:
         policy, so no two of them compute its manifest from each other's stale halves."""
         query = select(devices).where(devices.c.enrollment_id == enrollment_id)
         if for_update:
+            await self._hold_sqlite()
             query = query.with_for_update()
         row = (await self.conn.execute(query)).first()
         device = Device.model_validate(dict(row._mapping)) if row else None
@@ -77,6 +81,7 @@ class DeviceRepository:
         """`get` for several devices; locked in id order, like `on_blueprint`."""
         query = select(devices).where(devices.c.enrollment_id.in_(ids))
         if for_update:
+            await self._hold_sqlite()
             query = query.order_by(devices.c.enrollment_id).with_for_update()
         found = {
             d.enrollment_id: d
@@ -87,6 +92,18 @@ class DeviceRepository:
         if for_update:
             self._locked.update((eid, sync_fields(d)) for eid, d in found.items())
         return found
+
+    async def _hold_sqlite(self) -> None:
+        """SQLite has no row locks, and its driver begins a transaction only at the first write,
+        so the reads before it see whatever is committed then: a status report could read the
+        old policy, a policy refresh store the new one and refresh the device, and the report
+        then store a manifest of the old policy (found by the embedded end-to-end test). A
+        write that changes nothing takes the database's write lock first: the reads after it
+        are current, and no other writer commits before this transaction ends."""
+        if self.conn.dialect.name == "sqlite":
+            await self.conn.execute(
+                text("UPDATE devices SET enrollment_id = enrollment_id WHERE 0")
+            )
 
     async def snapshot(self, enrollment_id: str) -> DeviceSnapshot | None:
         """Only what a sync reads (no lock, no status document)."""
@@ -111,6 +128,7 @@ class DeviceRepository:
 
     async def on_blueprint(self, blueprint_id: str) -> list[Device]:
         """The blueprint's devices, held for update (see `get`), in id order."""
+        await self._hold_sqlite()
         rows = await self.conn.execute(
             select(devices)
             .where(devices.c.blueprint_id == blueprint_id)
@@ -164,6 +182,127 @@ class DeviceRepository:
     def transaction_ended(self) -> None:
         """Row locks are gone with the transaction: forget what they guarded."""
         self._locked.clear()
+
+
+@dataclass
+class StatusPlan:
+    """What a batch of status reports does to the devices they came from
+    (`service.plan_statuses`)."""
+
+    devices: dict[str, Device]  # every device of the batch, after its reports
+    events: list[tuple[str, CloudEvent]]  # (topic, event), in the order of the reports
+    pushes: dict[str, str]  # enrollment id -> the new declarations token to push
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedDevice:
+    """A device as read by `StatusBatchStore`: its row version and its policy's token, read in
+    the same snapshot."""
+
+    device: Device
+    version: str  # the row's xmin: any write of the row changes it
+    policy_token: str | None
+
+
+class StatusBatchStore:
+    """PostgreSQL only: a batch of status reports in two statements and no explicit transaction
+    (each statement is its own), where the locked path takes five round trips and a BEGIN and
+    a COMMIT. `read` takes the devices and their policies' tokens from one snapshot; `write`
+    stores the planned rows, only where the row is still the version read, together with
+    their events, pushes and cache notifications, atomically (one statement)."""
+
+    _READ = """
+        SELECT d.enrollment_id, d.blueprint_id, d.serial_number, d.model, d.time_zone, d.facts,
+               d.status, d.declarations_token, d.manifest_changed_at, d.last_report_at,
+               d.created_at, d.updated_at, d.xmin::text AS version, p.token AS policy_token
+        FROM devices d LEFT JOIN policies p ON p.blueprint_id = d.blueprint_id
+        WHERE d.enrollment_id = ANY($1::text[])
+    """
+    _WRITE = f"""
+        WITH input AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::timestamptz[], $7::bool[])
+                AS i(enrollment_id, version, status, facts, token, manifest_changed_at, notify)
+        ), written AS (
+            UPDATE devices d
+            SET status = i.status::jsonb, facts = i.facts::jsonb, declarations_token = i.token,
+                manifest_changed_at = i.manifest_changed_at, last_report_at = $8,
+                updated_at = $8
+            FROM input i
+            WHERE d.enrollment_id = i.enrollment_id AND d.xmin::text = i.version
+            RETURNING d.enrollment_id, i.notify
+        ), events AS (
+            INSERT INTO outbox (topic, key, event_id, event_type, envelope, created_at)
+            SELECT e.topic, e.key, e.event_id, e.event_type, e.envelope::jsonb, $9
+            FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+                WITH ORDINALITY AS e(topic, key, event_id, event_type, envelope, n)
+            WHERE e.key IN (SELECT enrollment_id FROM written)
+            ORDER BY e.n
+        ), pushes AS (
+            INSERT INTO push_queue
+                (enrollment_id, declarations_token, queued_at, attempts, next_attempt_at)
+            SELECT q.enrollment_id, q.token, $8, 0, $8
+            FROM unnest($15::text[], $16::text[]) AS q(enrollment_id, token)
+            WHERE q.enrollment_id IN (SELECT enrollment_id FROM written)
+            ON CONFLICT (enrollment_id) DO UPDATE SET
+                declarations_token = excluded.declarations_token, queued_at = excluded.queued_at,
+                attempts = 0, next_attempt_at = excluded.next_attempt_at, last_error = NULL
+        ), notified AS (
+            SELECT count(pg_notify('{CHANNEL}', '{DEVICE}:' || enrollment_id)) AS n
+            FROM written WHERE notify
+        )
+        SELECT w.enrollment_id FROM written w CROSS JOIN notified
+    """
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver  # the asyncpg connection under a pooled SQLAlchemy connection
+
+    @classmethod
+    async def of(cls, conn: AsyncConnection) -> StatusBatchStore:
+        return cls((await conn.get_raw_connection()).driver_connection)
+
+    async def read(self, ids: Sequence[str]) -> dict[str, VersionedDevice]:
+        found: dict[str, VersionedDevice] = {}
+        for row in await self.driver.fetch(self._READ, list(ids)):
+            values = dict(row)
+            version, token = values.pop("version"), values.pop("policy_token")
+            found[row["enrollment_id"]] = VersionedDevice(
+                Device.model_validate(values), version, token
+            )
+        return found
+
+    async def write(
+        self, plan: StatusPlan, read: dict[str, VersionedDevice], now: datetime
+    ) -> set[str]:
+        """Store the plan's devices still at the version `read` had (with their events and
+        pushes); returns their ids."""
+        ids = sorted(plan.devices)
+        devices = [plan.devices[eid] for eid in ids]
+        events = [event for _, event in plan.events]
+        rows = await self.driver.fetch(
+            self._WRITE,
+            ids,
+            [read[eid].version for eid in ids],
+            [_json(d.status) for d in devices],
+            [_json(d.facts.model_dump(mode="json")) for d in devices],
+            [d.declarations_token for d in devices],
+            [d.manifest_changed_at for d in devices],
+            [sync_fields(d) != sync_fields(read[d.enrollment_id].device) for d in devices],
+            now,
+            datetime.now(UTC),
+            [topic for topic, _ in plan.events],
+            [event.subject for event in events],
+            [event.id for event in events],
+            [event.type for event in events],
+            [_json(event.to_structured()) for event in events],
+            list(plan.pushes),
+            list(plan.pushes.values()),
+        )
+        return {row["enrollment_id"] for row in rows}
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 class PolicyStore:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from device_channel.repository import Device, DeviceChannelUnitOfWork
+from device_channel.repository import (
+    Device,
+    DeviceChannelUnitOfWork,
+    StatusBatchStore,
+    StatusPlan,
+    sync_fields,
+)
+from device_channel.state import DeviceChannelState
+from device_channel.sync_cache import DEVICE, Key
 from managed_os import ddm
 from managed_os.cloudevents import CloudEvent
 from managed_os.errors import MalformedRequest, NotFound
@@ -20,7 +28,7 @@ from managed_os.events import (
     SoftwareUpdateState,
     to_event,
 )
-from managed_os.manifest import Manifest, build_manifest
+from managed_os.manifest import Manifest, ManifestMemo, build_manifest
 from managed_os.policy import DeviceFacts, Policy
 
 SOURCE = "/managed-os/device-channel"
@@ -145,35 +153,54 @@ async def ingest_status(
 async def ingest_statuses(
     uow: DeviceChannelUnitOfWork, reports: Sequence[tuple[str, ddm.StatusReport]], now: datetime
 ) -> dict[str, Device]:
-    """Parsed reports applied in order in the caller's transaction (`status_writer` commits many
-    at once): the same rows, pushes and events as one `ingest_status` each. The devices are
-    locked in id order, as a policy refresh locks them, before the policies are read."""
+    """Parsed reports applied in order in the caller's transaction: the same rows, pushes and
+    events as one `ingest_status` each. The devices are locked in id order, as a policy
+    refresh locks them, before the policies are read."""
     ids = sorted({eid for eid, _ in reports})
     devices = await uow.devices.get_many(ids, for_update=True)
     for eid in ids:
         if eid not in devices:
             devices[eid] = await device_for_sync(uow, eid, now)
     policies = {bp: await uow.policies.get(bp) for bp in {d.blueprint_id for d in devices.values()}}
-    events: list[tuple[str, CloudEvent]] = []
-    pushes: dict[str, str] = {}
+    plan = plan_statuses(uow.state.manifests, devices, policies, reports, now)
+    await uow.devices.save_many([plan.devices[eid] for eid in ids])
+    for eid, token in plan.pushes.items():
+        await uow.pushes.queue(eid, token, now)
+    for topic, group in itertools.groupby(plan.events, key=lambda e: e[0]):
+        await uow.outbox.add_many(topic, [event for _, event in group])
+    return plan.devices
+
+
+def plan_statuses(
+    manifests: ManifestMemo,
+    devices: Mapping[str, Device],
+    policies: Mapping[str | None, Policy | None],
+    reports: Sequence[tuple[str, ddm.StatusReport]],
+    now: datetime,
+) -> StatusPlan:
+    """Merge each report (in order) into its device as read, recompute its manifest and say
+    what to store and publish. Pure: the two ways of storing a batch (`ingest_statuses` under
+    row locks, `ingest_statuses_unlocked` checked against row versions) share it."""
+    plan = StatusPlan(dict(devices), [], {})
     for eid, report in reports:
-        merged = ddm.StatusView(ddm.merge_status(devices[eid].status, report))
-        device = devices[eid].model_copy(
+        merged = ddm.StatusView(ddm.merge_status(plan.devices[eid].status, report))
+        before = plan.devices[eid]
+        device = before.model_copy(
             update={
                 "status": dict(merged.items),
-                "facts": facts_from_status(eid, merged),
+                "facts": before.facts if keeps_facts(report) else facts_from_status(eid, merged),
                 "last_report_at": now,
                 "updated_at": now,
             }
         )
-        manifest = uow.state.manifests.get(policies[device.blueprint_id], device.facts)
+        manifest = manifests.get(policies[device.blueprint_id], device.facts)
         if manifest.token != device.declarations_token:
             device = device.model_copy(
                 update={"declarations_token": manifest.token, "manifest_changed_at": now}
             )
-            pushes[eid] = manifest.token
-            events.append(_manifest_changed(device, manifest, now))
-        devices[eid] = device
+            plan.pushes[eid] = manifest.token
+            plan.events.append(_manifest_changed(device, manifest, now))
+        plan.devices[eid] = device
         payload = DeviceStatusReported(
             enrollment_id=eid,
             blueprint_id=device.blueprint_id,
@@ -184,13 +211,68 @@ async def ingest_statuses(
             declarations=declaration_states(merged),
             expected=list(manifest.expected),
         )
-        events.append((payload.TOPIC, to_event(payload, source=SOURCE, subject=eid, time=now)))
-    await uow.devices.save_many([devices[eid] for eid in ids])
-    for eid, token in pushes.items():
-        await uow.pushes.queue(eid, token, now)
-    for topic, group in itertools.groupby(events, key=lambda e: e[0]):
-        await uow.outbox.add_many(topic, [event for _, event in group])
-    return devices
+        plan.events.append((payload.TOPIC, to_event(payload, source=SOURCE, subject=eid, time=now)))
+    return plan
+
+
+def keeps_facts(report: ddm.StatusReport) -> bool:
+    """Whether the device's facts stay as they were after `report`: an incremental report that
+    carries no `device` item and no `softwareupdate.device-id` (most: install state, declaration
+    status) changes none of what `facts_from_status` reads."""
+    if report.full_report:
+        return False
+    items = report.items
+    update = items.get("softwareupdate")
+    return "device" not in items and (
+        "softwareupdate" not in items or (isinstance(update, Mapping) and "device-id" not in update)
+    )
+
+
+async def ingest_statuses_unlocked(
+    store: StatusBatchStore,
+    state: DeviceChannelState,
+    reports: Sequence[tuple[str, ddm.StatusReport]],
+    now: datetime,
+    stored: set[str],
+    changed: set[Key],
+    attempts: int = 3,
+) -> None:
+    """The batch in two statements and no explicit transaction (PostgreSQL): read the devices
+    and their policies' tokens in one snapshot, plan, then write every device whose row is
+    still the version read, with its events and pushes, in one statement. A device some other
+    writer changed meanwhile (a policy refresh rewrites every device of its blueprint, so a
+    changed policy shows as a changed row too) is read and planned again, up to `attempts`
+    times. Fills `stored` with the devices whose reports it stored and `changed` with the
+    sync-cache keys those writes changed, as each write returns (so a failure after one still
+    says what it stored). The rest is for the locked path: first contacts, a policy this
+    process has not parsed yet, a device that kept changing."""
+    todo = list(reports)
+    for _ in range(attempts):
+        if not todo:
+            return
+        ids = sorted({eid for eid, _ in todo})
+        rows = await store.read(ids)
+        policies: dict[str | None, Policy | None] = {None: None}
+        for row in rows.values():
+            bp, token = row.device.blueprint_id, row.policy_token
+            if bp is not None and bp not in policies:
+                policies[bp] = state.policies.get(bp, token) if token is not None else None
+        if len(rows) < len(ids) or any(
+            row.policy_token is not None and policies[row.device.blueprint_id] is None
+            for row in rows.values()
+        ):
+            return
+        plan = plan_statuses(
+            state.manifests, {eid: row.device for eid, row in rows.items()}, policies, todo, now
+        )
+        written = await store.write(plan, rows, now)
+        stored |= written
+        changed |= {
+            (DEVICE, eid)
+            for eid in written
+            if sync_fields(plan.devices[eid]) != sync_fields(rows[eid].device)
+        }
+        todo = [(eid, report) for eid, report in todo if eid not in written]
 
 
 def _validate(report: ddm.StatusReport) -> None:

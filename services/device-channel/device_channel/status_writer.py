@@ -8,6 +8,10 @@ writes them all (`service.ingest_statuses`), in arrival order, then answers each
 
 If a transaction fails, its reports are retried one per transaction, so one bad report (say a
 first-contact insert racing another replica) fails only its own request, with its own error.
+
+With `unlocked` (PostgreSQL), a batch is first offered to it: it stores the reports of the
+devices it can without a transaction of its own (`service.ingest_statuses_unlocked`) and says
+which; only the rest go through `apply`.
 """
 
 from __future__ import annotations
@@ -29,12 +33,22 @@ class AlreadyCommitted(Exception):
 
 
 Apply = Callable[[Sequence[Item]], Awaitable[None]]
+Unlocked = Callable[[Sequence[Item]], Awaitable[set[str]]]
 
 
 class StatusWriter:
-    def __init__(self, apply: Apply, *, batch_size: int = 64, writers: int = 1) -> None:
-        """`apply(items)` writes and commits `items` in one transaction."""
-        self.apply, self.batch_size, self.writers = apply, batch_size, writers
+    def __init__(
+        self,
+        apply: Apply,
+        *,
+        unlocked: Unlocked | None = None,
+        batch_size: int = 64,
+        writers: int = 1,
+    ) -> None:
+        """`apply(items)` writes and commits `items` in one transaction; `unlocked(items)`
+        stores what it can and returns the enrollment ids whose reports it stored."""
+        self.apply, self.unlocked = apply, unlocked
+        self.batch_size, self.writers = batch_size, writers
         self._queue: list[tuple[Item, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # strong references while they run
         self._running = 0
@@ -70,6 +84,21 @@ class StatusWriter:
             self._running -= 1
 
     async def _commit(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
+        if self.unlocked is not None:
+            try:
+                stored = await self.unlocked([item for item, _ in batch])
+            except Exception as exc:  # raised only when it stored nothing
+                log.warning("unlocked status write failed", extra={"error": repr(exc)})
+                stored = set()
+            if stored:
+                done = [one for one in batch if one[0][0] in stored]
+                self._answer(done)
+                batch = [one for one in batch if one[0][0] not in stored]
+            if not batch:
+                return
+        await self._locked(batch)
+
+    async def _locked(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
         try:
             await self.apply([item for item, _ in batch])
         except AlreadyCommitted as exc:
@@ -84,8 +113,11 @@ class StatusWriter:
                 extra={"reports": len(batch), "error": repr(exc)},
             )
             for one in batch:
-                await self._commit([one])
+                await self._locked([one])
             return
+        self._answer(batch)
+
+    def _answer(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
         self.transactions += 1
         self.reports += len(batch)
         for _, done in batch:

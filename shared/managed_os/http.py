@@ -44,7 +44,7 @@ class BodyLimit:
         if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
             await send_json(send, 400, error_body("malformed", "NUL character in the URL"))
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None:
             try:
                 too_big = int(declared) > self.max_bytes
@@ -104,6 +104,9 @@ class RequestMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        # The labelled children, looked up once each (`labels()` costs more than `inc()`).
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,9 +125,13 @@ class RequestMetrics:
             await self.app(scope, receive, capture)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            self.requests.labels(self.service, method, template, str(status)).inc()
-            self.latency.labels(self.service, method, template).observe(
-                time.perf_counter() - started
-            )
+            key = (scope["method"], getattr(route, "path", "unmatched"))
+            counter = self._counters.get((*key, status))
+            if counter is None:
+                counter = self.requests.labels(self.service, *key, str(status))
+                self._counters[(*key, status)] = counter
+            counter.inc()
+            latency = self._latencies.get(key)
+            if latency is None:
+                latency = self._latencies[key] = self.latency.labels(self.service, *key)
+            latency.observe(time.perf_counter() - started)

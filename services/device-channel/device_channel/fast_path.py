@@ -1,25 +1,36 @@
-"""The two requests every Mac sends most, answered from memory before routing.
+"""The three requests every Mac sends most, answered before routing.
 
 `GET /ddm/tokens` and `GET /ddm/declaration-items` with a valid `X-Enrollment-ID`, no body, a
 correct signature (when a key is set) and the device and its policy in the sync cache are
 answered here with the very bytes the routes would send (`sync.cached_view` is the routes'
-own hit path). Everything else, a miss, a bad header, a wrong signature, goes on to the routes,
-which answer it in full. This sits inside the shared middleware (metrics, body limit) and
-inside `SignResponses`, so those apply unchanged; what it skips is the router and FastAPI's
-request handling, which cost more than the cached answer itself.
+own hit path). `PUT /ddm/status` with a valid `X-Enrollment-ID`, a correct signature and a
+report that parses is handed to the status writer here (`service.parse_report` and
+`StatusWriter.write`, exactly what the route calls) and answered with the route's empty 200
+once committed; an error of the write gets the response the app's exception handler for it
+gives. Everything else, a miss, a bad header, a wrong signature, a malformed report, goes on
+to the routes (with the body it sent), which answer it in full. This sits inside the shared
+middleware (metrics, body limit) and inside `SignResponses`, so those apply unchanged; what
+it skips is the router and FastAPI's request handling, which cost more than the cached
+answer itself.
 """
 
 from __future__ import annotations
 
 import hmac as _hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from device_channel import hmac, sync
+from device_channel import hmac, service, sync
 from device_channel.state import DeviceChannelState
+from managed_os.errors import MalformedRequest
 
 _HEADERS = [(b"content-type", b"application/json")]
+_EMPTY = [(b"content-length", b"0")]
 
 
 @dataclass(frozen=True)
@@ -29,38 +40,65 @@ class _Route:
     path: str
 
 
-_ROUTES = {
-    "/ddm/tokens": _Route("/ddm/tokens"),
-    "/ddm/declaration-items": _Route("/ddm/declaration-items"),
-}
+_TOKENS = _Route("/ddm/tokens")
+_ITEMS = _Route("/ddm/declaration-items")
+_STATUS = _Route("/ddm/status")
+_ROUTES = {("GET", r.path): r for r in (_TOKENS, _ITEMS)} | {("PUT", _STATUS.path): _STATUS}
+
+
+@dataclass(slots=True)
+class _DeviceHeaders:
+    """The first of each header the routes read, as they read them."""
+
+    enrollment_id: bytes | None = None
+    enrollment_type: bytes | None = None
+    signature: bytes | None = None
+    body_declared: bool = False  # a Content-Length other than 0, or a chunked body
+
+    @classmethod
+    def of(cls, scope: Scope) -> _DeviceHeaders:
+        found = cls()
+        for name, value in scope["headers"]:
+            if name == b"x-enrollment-id":
+                if found.enrollment_id is None:
+                    found.enrollment_id = value
+            elif name == b"x-enrollment-type":
+                if found.enrollment_type is None:
+                    found.enrollment_type = value
+            elif name == b"x-hmac-signature":
+                if found.signature is None:
+                    found.signature = value
+            elif name in (b"content-length", b"transfer-encoding") and value != b"0":
+                found.body_declared = True
+        return found
+
+    def enrollment(self) -> str | None:
+        eid = self.enrollment_id
+        return eid.decode("latin-1") if eid is not None and 1 <= len(eid) <= 200 else None
 
 
 class CachedSyncs:
     def __init__(self, app: ASGIApp, key: bytes) -> None:
-        self.app = app
+        self.app, self.key = app, key
         # A GET is signed over the empty body: one expected signature for every request.
         self.expected = hmac.sign(key, b"").encode() if key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = _ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "GET":
+        route = _ROUTES.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if route is None:
             await self.app(scope, receive, send)
-            return
-        eid = etype = signature = None
-        body_sent = False
-        for name, value in scope["headers"]:  # the first of each, as the routes read them
-            if name == b"x-enrollment-id":
-                eid = value if eid is None else eid
-            elif name == b"x-enrollment-type":
-                etype = value if etype is None else etype
-            elif name == b"x-hmac-signature":
-                signature = value if signature is None else signature
-            elif name in (b"content-length", b"transfer-encoding") and value != b"0":
-                body_sent = True  # a GET with a body: the route verifies it
+        elif route is _STATUS:
+            await self._status(scope, receive, send)
+        else:
+            await self._sync(route, scope, receive, send)
+
+    async def _sync(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> None:
+        found = _DeviceHeaders.of(scope)
+        eid = found.enrollment()
+        signature = found.signature
         if (
-            body_sent
+            found.body_declared  # a GET with a body: the route verifies it
             or eid is None
-            or not 1 <= len(eid) <= 200
             or (
                 self.expected is not None
                 and (
@@ -71,12 +109,12 @@ class CachedSyncs:
             await self.app(scope, receive, send)
             return
         state: DeviceChannelState = scope["app"].state.ctx.state
-        user = etype is not None and etype.lower() == b"user"
-        view = sync.cached_view(state, eid.decode("latin-1"), user)
+        etype = found.enrollment_type
+        view = sync.cached_view(state, eid, etype is not None and etype.lower() == b"user")
         if view is None:
             await self.app(scope, receive, send)
             return
-        body = view.tokens_body() if route.path == "/ddm/tokens" else view.manifest.items_body
+        body = view.tokens_body() if route is _TOKENS else view.manifest.items_body
         scope["route"] = route
         await send(
             {
@@ -86,3 +124,72 @@ class CachedSyncs:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    async def _status(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = _DeviceHeaders.of(scope)
+        eid = found.enrollment()
+        if eid is None:
+            await self.app(scope, receive, send)
+            return
+        body, receive = await _buffered(receive)
+        signature = found.signature
+        if self.key and (
+            signature is None
+            or not _hmac.compare_digest(hmac.sign(self.key, body).encode(), signature.strip())
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            report = service.parse_report(body)
+        except MalformedRequest:
+            await self.app(scope, receive, send)
+            return
+        state: DeviceChannelState = scope["app"].state.ctx.state
+        assert state.status_writer is not None
+        scope["route"] = _STATUS
+        try:
+            await state.status_writer.write(eid, report)
+        except Exception as exc:
+            handler = _handler_for(scope["app"].exception_handlers, exc)
+            if handler is None:
+                raise
+            response = await handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": _EMPTY})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
+    """The whole body (the body limit is enforced outside), and a `receive` that gives it
+    again to whatever answers the request."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _handler_for(handlers: dict[Any, Handler], exc: Exception) -> Handler | None:
+    """The app's handler for `exc`, chosen as Starlette chooses it (nearest class first)."""
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            return handlers[cls]
+    return None

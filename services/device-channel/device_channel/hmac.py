@@ -5,17 +5,17 @@ included) is signed with the same key, for NanoMDM's `-dm-recv-hmac-key`."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac as _hmac
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "X-Hmac-Signature"
 DEVICE_PATHS = ("/ddm/", "/mdm/")
+_HEADER = HEADER.lower().encode()
 
 
 def sign(key: bytes, body: bytes) -> str:
-    return base64.b64encode(_hmac.new(key, body, hashlib.sha256).digest()).decode()
+    return base64.b64encode(_hmac.digest(key, body, "sha256")).decode()
 
 
 def verify(key: bytes, body: bytes, signature: str | None) -> bool:
@@ -29,6 +29,7 @@ class SignResponses:
 
     def __init__(self, app: ASGIApp, key: bytes) -> None:
         self.app, self.key = app, key
+        self.empty = sign(key, b"").encode()  # a status report's answer, every time
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(DEVICE_PATHS):
@@ -51,7 +52,7 @@ class SignResponses:
                 headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
                 headers += [
                     (b"content-length", str(len(body)).encode()),
-                    (HEADER.lower().encode(), sign(self.key, body).encode()),
+                    (_HEADER, sign(self.key, body).encode() if body else self.empty),
                 ]
                 await send({**start, "headers": headers})
                 await send({"type": "http.response.body", "body": body})

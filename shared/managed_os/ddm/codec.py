@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import orjson
+
 from managed_os.ddm.errors import DDMProtocolError
 
 T = TypeVar("T")
@@ -41,8 +43,8 @@ def load_json_object(raw: bytes | str | Mapping[str, Any], what: str) -> dict[st
     if isinstance(raw, Mapping):
         return dict(raw)
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8 and lone surrogates
         raise DDMProtocolError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise DDMProtocolError(f"{what} must be a JSON object, not {type_name(value)}")

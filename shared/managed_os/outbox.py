@@ -149,7 +149,7 @@ class OutboxRelay:
         *,
         interval: float = 0.5,
         batch: int = 500,
-        gap: float = 0.02,
+        gap: float = 0.05,
         on_published: Callable[[int], None] | None = None,
         on_backlog: Callable[[int], None] | None = None,
     ) -> None:

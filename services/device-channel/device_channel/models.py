@@ -24,6 +24,8 @@ devices = Table(
     Column("last_report_at", UtcDateTime),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Room for in-place (HOT) updates: every status report rewrites its row (see the migration).
+    postgresql_with={"fillfactor": 80},
 )
 
 # Read model of compiled policies, fed by PolicyPublished.

@@ -27,6 +27,21 @@ async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives `body` (already read from `receive`) once, then goes on with
+    `receive` (a disconnect, say): for whatever answers a request whose body was read."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class BodyLimit:
     """The first guard of every request. A NUL character in the path or query string is 400
     (no identifier of ours has one; PostgreSQL refuses it in text). Bodies over `max_bytes`
@@ -69,17 +84,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
     async def _refuse(self, send: Send) -> None:
         message = f"request body exceeds the limit of {self.max_bytes} bytes"

@@ -23,11 +23,12 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from device_channel import hmac, service, sync
 from device_channel.state import DeviceChannelState
 from managed_os.errors import MalformedRequest
+from managed_os.http import replaying
 
 _HEADERS = [(b"content-type", b"application/json")]
 _EMPTY = [(b"content-length", b"0")]
@@ -172,16 +173,7 @@ async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
         if not message.get("more_body"):
             break
     body = b"".join(chunks)
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return body, replay
+    return body, replaying(body, receive)
 
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]

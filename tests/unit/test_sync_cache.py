@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from device_channel.service import on_policy
 from device_channel.status_writer import Item, StatusWriter
@@ -250,3 +251,39 @@ def test_unsigned_or_malformed_sync_requests_are_refused_with_or_without_the_cac
         },
     ).json()
     assert user["Declarations"]["Configurations"] == []
+
+
+def test_status_reports_answered_before_routing_keep_the_routes_answers(client):
+    """The status fast path answers what it can; everything else gets the route's answer."""
+    assert put_status(client, "26.4.1").status_code == 200
+    assert (
+        client.get("/v1/devices/MAC-1", headers=bearer("device-channel:read")).json()["device"][
+            "facts"
+        ]["os_version"]
+        == "26.4.1"
+    )
+    body = b'{"StatusItems": {"device": 1}}'
+    signed = {"X-Enrollment-ID": "MAC-1", "X-Hmac-Signature": sign(body)}
+    assert client.put("/ddm/status", content=body, headers=signed).status_code == 400
+    assert client.put("/ddm/status", content=b"{", headers=signed).status_code == 401  # signed {
+    unsigned = {"X-Enrollment-ID": "MAC-1"}
+    assert client.put("/ddm/status", content=body, headers=unsigned).status_code == 401
+    nobody = {"X-Hmac-Signature": sign(body)}
+    assert client.put("/ddm/status", content=body, headers=nobody).status_code == 422
+    # A write that fails gets the app's handler's answer (a conflict: 409), signed.
+    state = client.app.state.ctx.state
+    writer = state.status_writer
+
+    async def conflict(_items) -> None:
+        raise IntegrityError("insert", {}, Exception("duplicate key"))
+
+    real, writer.apply = writer.apply, conflict
+    try:
+        response = put_status(client, "26.5")
+    finally:
+        writer.apply = real
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "conflict"
+    assert response.headers["x-hmac-signature"] == sign(response.content)
+    metrics = client.get("/metrics").text
+    assert 'route="/ddm/status",service="device-channel",status="409"' in metrics

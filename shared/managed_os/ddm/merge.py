@@ -53,7 +53,7 @@ def flatten_status(items: Mapping[str, Any]) -> dict[str, Any]:
     def walk(node: Mapping[str, Any], prefix: str) -> None:
         for key, value in node.items():
             name = f"{prefix}.{key}" if prefix else str(key)
-            if name not in KNOWN_ITEMS and isinstance(value, Mapping):
+            if name not in KNOWN_ITEMS and (type(value) is dict or isinstance(value, Mapping)):
                 walk(value, name)
             else:
                 flat[name] = value

@@ -38,7 +38,7 @@ class StatusView:
         node: Any = self.items
         walked: list[str] = []
         for part in name.split("."):
-            if not isinstance(node, Mapping):
+            if type(node) is not dict and not isinstance(node, Mapping):  # dict: no ABC check
                 where = ".".join(walked)
                 raise DDMProtocolError(
                     f"status item {where} must be an object, not {type_name(node)}"

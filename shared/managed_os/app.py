@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from managed_os import auth
 from managed_os.bus.inprocess import InProcessBus
@@ -26,7 +27,7 @@ from managed_os.clock import Clock, SystemClock
 from managed_os.cloudevents import CloudEvent, EnvelopeError
 from managed_os.db import make_engine
 from managed_os.errors import DomainError, Unauthorized, error_body, status_for
-from managed_os.http import BodyLimit, RequestMetrics
+from managed_os.http import BodyLimit, HttpMetrics, RequestMetrics
 from managed_os.inbox import idempotent
 from managed_os.migrations import upgrade
 from managed_os.outbox import OutboxRelay
@@ -114,9 +115,10 @@ def create_app(
             await engine.dispose()
             log.info("service stopped", extra={"service": spec.name})
 
-    app = FastAPI(
+    app = ServiceApp(
         title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan
     )
+    http_metrics = HttpMetrics(spec.name, metrics.registry)
     _install_error_handlers(app)
     _install_probes(app, spec, metrics)
     for router in spec.routers:
@@ -124,8 +126,28 @@ def create_app(
     if spec.configure is not None:
         spec.configure(app, settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics, service=spec.name, registry=metrics.registry)
+    app.add_middleware(RequestMetrics, metrics=http_metrics)
+    if spec.front is not None:
+        app.front = spec.front(app, settings, http_metrics)
     return app
+
+
+class ServiceApp(FastAPI):
+    """A service's app, with an optional `front` (`ServiceSpec.front`): an ASGI layer that
+    sees every HTTP request before any of FastAPI's own handling, for the few a service answers
+    most (the device channel's DDM syncs and status reports), and hands the rest to `full`."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None and scope["type"] == "http":
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def full(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The complete app: middleware, routing, error handlers."""
+        await super().__call__(scope, receive, send)
 
 
 def skip_unreadable(handler: EventHandler, group: str) -> EventHandler:

@@ -91,11 +91,11 @@ class BodyLimit:
         await send_json(send, 413, error_body("payload_too_large", message))
 
 
-class RequestMetrics:
-    """Counts requests and observes latency per route template (not per raw path)."""
+class HttpMetrics:
+    """Requests counted and their latency observed per route template (not per raw path)."""
 
-    def __init__(self, app: ASGIApp, service: str, registry: CollectorRegistry) -> None:
-        self.app, self.service = app, service
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        self.service = service
         self.requests = Counter(
             "mos_http_requests_total",
             "HTTP requests handled",
@@ -113,6 +113,25 @@ class RequestMetrics:
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._latencies: dict[tuple[str, str], Any] = {}
 
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self.requests.labels(self.service, method, route, str(status))
+            self._counters[(method, route, status)] = counter
+        counter.inc()
+        latency = self._latencies.get((method, route))
+        if latency is None:
+            latency = self.latency.labels(self.service, method, route)
+            self._latencies[(method, route)] = latency
+        latency.observe(seconds)
+
+
+class RequestMetrics:
+    """Every request through the app, recorded in `HttpMetrics`."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -129,14 +148,5 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, capture)
         finally:
-            route = scope.get("route")
-            key = (scope["method"], getattr(route, "path", "unmatched"))
-            counter = self._counters.get((*key, status))
-            if counter is None:
-                counter = self.requests.labels(self.service, *key, str(status))
-                self._counters[(*key, status)] = counter
-            counter.inc()
-            latency = self._latencies.get(key)
-            if latency is None:
-                latency = self._latencies[key] = self.latency.labels(self.service, *key)
-            latency.observe(time.perf_counter() - started)
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)

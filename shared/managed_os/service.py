@@ -11,10 +11,12 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp
 
 from managed_os.bus.protocol import EventBus, Subscription
 from managed_os.clock import Clock
 from managed_os.cloudevents import CloudEvent
+from managed_os.http import HttpMetrics
 from managed_os.outbox import OutboxRelay
 from managed_os.settings import ServiceSettings
 
@@ -50,6 +52,9 @@ class ServiceSpec:
     on_stop: Callable[[ServiceContext], Awaitable[None]] | None = None
     # Service-specific app setup (extra middleware), run once when the app is built.
     configure: Callable[[FastAPI, ServiceSettings], None] | None = None
+    # An ASGI layer in front of the whole app (`app.ServiceApp`), given the app (whose `full`
+    # answers anything it does not), the settings and the request metrics it must record.
+    front: Callable[[Any, ServiceSettings, HttpMetrics], ASGIApp] | None = None
     # Per-service in-memory state (caches), built with the context at startup, before any
     # consumer or request; every unit of work gets it as `state=`.
     make_state: Callable[[ServiceContext], Any] | None = None

@@ -29,7 +29,7 @@ from managed_os import events
 from managed_os.bus.inprocess import InProcessBus
 from managed_os.clock import SystemClock
 from managed_os.db import make_engine
-from managed_os.http import RequestMetrics
+from managed_os.http import HttpMetrics
 from managed_os.service import ConsumerSpec, Metrics, ServiceContext
 from managed_os.suite import SPECS, load_spec
 
@@ -784,7 +784,7 @@ def test_the_dashboard_uses_only_metrics_the_services_expose() -> None:
 
 def test_metrics_the_dashboard_relies_on_are_defined_by_the_code() -> None:
     metrics = Metrics.create("catalog")
-    RequestMetrics(cast(Any, None), service="catalog", registry=metrics.registry)
+    HttpMetrics("catalog", metrics.registry)
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     exposed = {
         family.name + suffix

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 from device_channel import models, push, service
 from device_channel.bootstrap import bootstrap
 from device_channel.ddm_router import router as ddm_router
-from device_channel.fast_path import CachedSyncs
+from device_channel.fast_path import DeviceFront
 from device_channel.hmac import SignResponses
 from device_channel.listener import keep_cache
 from device_channel.repository import DeviceChannelUnitOfWork, StatusBatchStore
@@ -23,14 +23,21 @@ from device_channel.state import DeviceChannelState
 from device_channel.status_writer import AlreadyCommitted, StatusWriter
 from device_channel.sync_cache import Key, SyncCache
 from managed_os import ddm
+from managed_os.app import ServiceApp
 from managed_os.cloudevents import CloudEvent
 from managed_os.db import is_postgres
 from managed_os.events import TOPIC_DEVICES, TOPIC_POLICIES, PolicyPublished, from_event
+from managed_os.http import HttpMetrics
 from managed_os.policy import Policy
 from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
 from managed_os.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+
+def front(app: ServiceApp, settings: ServiceSettings, metrics: HttpMetrics) -> DeviceFront:
+    key = cast(DeviceChannelSettings, settings).hmac_key.get_secret_value().encode()
+    return DeviceFront(app, key, settings.max_body_bytes, metrics)
 
 
 def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
@@ -50,7 +57,6 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
 
 def configure(app: FastAPI, settings: ServiceSettings) -> None:
     key = cast(DeviceChannelSettings, settings).hmac_key.get_secret_value().encode()
-    app.add_middleware(CachedSyncs, key=key)  # innermost: signed like every answer
     if key:
         app.add_middleware(SignResponses, key=key)
 
@@ -170,6 +176,7 @@ SPEC = ServiceSpec(
     publishes=[TOPIC_DEVICES],
     consumers=consumers,
     configure=configure,
+    front=front,
     on_start=on_start,
     on_stop=on_stop,
     make_state=make_state,

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from managed_os.bus.protocol import EventBus
 from managed_os.cloudevents import CloudEvent
+from managed_os.db import bulk_write
 from managed_os.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class SqlOutboxStore:
             }
             for event in events
         ]
-        await self.conn.execute(insert(self.table), rows)
+        await bulk_write(self.conn, self.table, rows)
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         t = self.table

@@ -15,7 +15,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
+
+from pydantic_core import to_jsonable_python
 
 from compliance.repository import ComplianceUnitOfWork
 from compliance.rules import DeviceInputs, Judgement, Verdict, evaluate
@@ -29,7 +32,6 @@ from managed_os.events import (
     EventPayload,
     PolicyPublished,
     from_event,
-    to_event,
 )
 from managed_os.policy import DeviceFacts, PolicyItem
 
@@ -89,6 +91,14 @@ class Fold:
             facts = DeviceFacts(enrollment_id=enrollment_id)
             mac = _Mac(DeviceInputs(enrollment_id=enrollment_id, facts=facts), None, {})
             self.macs[enrollment_id] = mac
+        return mac
+
+    def reported(self, enrollment_id: str) -> _Mac:
+        """`mac` for a status report, which replaces the inputs whole: a new Mac gets no
+        placeholder inputs."""
+        mac = self.macs.get(enrollment_id)
+        if mac is None:
+            mac = self.macs[enrollment_id] = _Mac(None, None, {})
         return mac
 
     def judge(self, enrollment_id: str, cause: str) -> None:
@@ -171,20 +181,16 @@ class Fold:
         )
         if item_id is not None:
             return  # item changes go to the history; the outbox carries the Mac's overall state
-        payload = DeviceComplianceChanged(
-            enrollment_id=inputs.enrollment_id,
-            blueprint_id=inputs.blueprint_id,
-            item_id=item_id,
-            previous=previous,
-            state=verdict.state,
-            reason=verdict.reason,
-            target_version=verdict.target_version,
-            deadline=verdict.deadline,
-            cause=cause,
-            changed_at=self.now,
-        )
         self.events.append(
-            to_event(payload, source=SOURCE, subject=inputs.enrollment_id, time=self.now)
+            CloudEvent(
+                type=DeviceComplianceChanged.TYPE,
+                source=SOURCE,
+                subject=inputs.enrollment_id,
+                data=compliance_changed(
+                    inputs.enrollment_id, inputs.blueprint_id, previous, verdict, cause, self.now
+                ),
+                time=self.now,
+            )
         )
 
     def forget(self, enrollment_id: str, cause: str) -> None:
@@ -277,6 +283,38 @@ def _count_keys(
     return keys
 
 
+def compliance_changed(
+    enrollment_id: str,
+    blueprint_id: str | None,
+    previous: str | None,
+    verdict: Verdict,
+    cause: str,
+    at: datetime,
+) -> dict[str, Any]:
+    """The data of a Mac's overall `DeviceComplianceChanged`, exactly as
+    `DeviceComplianceChanged(...).model_dump(mode="json")` gives it (a unit test holds the
+    two together), built directly: one per state change, and the model's validation and
+    dump cost more than the judgement that produced it."""
+    return {
+        "enrollment_id": enrollment_id,
+        "blueprint_id": blueprint_id,
+        "item_id": None,
+        "previous": previous,
+        "state": verdict.state,
+        "reason": verdict.reason,
+        "target_version": verdict.target_version,
+        "deadline": verdict.deadline,
+        "cause": cause,
+        "changed_at": _json_time(at),
+    }
+
+
+@lru_cache(maxsize=64)
+def _json_time(at: datetime) -> str:
+    """A time as pydantic writes it in JSON (a batch shares one `now`)."""
+    return str(to_jsonable_python(at))
+
+
 def _verdict_columns(v: Verdict) -> dict[str, Any]:
     return {
         "state": v.state,
@@ -341,7 +379,7 @@ async def apply_events(
         elif isinstance(payload, DeviceUnenrolled):
             fold.forget(payload.enrollment_id, cause)
         elif isinstance(payload, DeviceStatusReported):
-            mac = fold.mac(payload.enrollment_id)
+            mac = fold.reported(payload.enrollment_id)
             last = (
                 mac.inputs.last_report_at if mac.inputs else (mac.row or {}).get("last_report_at")
             )

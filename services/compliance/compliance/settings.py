@@ -22,6 +22,13 @@ class ComplianceSettings(ServiceSettings):
     consumer_batch_size: int = Field(
         2000, ge=1, le=50_000, description="Most events applied in one transaction."
     )
+    outbox_batch_size: int = Field(
+        2000,
+        ge=1,
+        le=50_000,
+        description="Most outbox events relayed in one transaction (a consumed batch can "
+        "change thousands of states, each one event).",
+    )
     sweep_interval_seconds: float = Field(
         30, gt=0, description="How often deadlines and stale windows are checked."
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Table, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from managed_os.bus.protocol import EventBus
@@ -92,8 +92,20 @@ class SqlOutboxStore:
         return [OutboxRecord(r.id, r.topic, CloudEvent.from_structured(r.envelope)) for r in rows]
 
     async def remove(self, ids: Sequence[int]) -> None:
-        if ids:
-            await self.conn.execute(delete(self.table).where(self.table.c.id.in_(list(ids))))
+        if not ids:
+            return
+        if self.conn.dialect.name == "postgresql":
+            # The ids as one array joined to the primary key: one prepared statement whatever
+            # the count (an IN list is compiled, and prepared by PostgreSQL, per length).
+            await self.conn.execute(
+                text(
+                    f"DELETE FROM {self.table.name} AS o USING unnest(CAST(:ids AS bigint[])) "
+                    "AS d(id) WHERE o.id = d.id"
+                ),
+                {"ids": list(ids)},
+            )
+            return
+        await self.conn.execute(delete(self.table).where(self.table.c.id.in_(list(ids))))
 
     async def backlog(self) -> int:
         return int(await self.conn.scalar(select(func.count()).select_from(self.table)) or 0)

@@ -80,6 +80,7 @@ def create_app(
             ctx.uow,
             the_bus,
             interval=settings.outbox_poll_interval,
+            batch=settings.outbox_batch_size,
             on_published=metrics.outbox_published.inc,
             on_backlog=metrics.outbox_backlog.set,
         )

@@ -5,11 +5,12 @@ Spec: https://github.com/cloudevents/spec (core 1.0 and the Kafka protocol bindi
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic_core import from_json, to_json
 
 SPEC_VERSION = "1.0"
 JSON = "application/json"
@@ -78,7 +79,9 @@ class CloudEvent:
             ("ce_time", self.time.isoformat().encode()),
             ("content-type", self.datacontenttype.encode()),
         ]
-        value = json.dumps(self.data, separators=(",", ":"), default=str).encode()
+        # pydantic-core's serializer (several times faster than json.dumps; every relayed
+        # event passes here); `fallback=str` as `default=str` was, for a type JSON lacks.
+        value = to_json(self.data, fallback=str)
         return self.subject.encode(), value, headers
 
     @classmethod
@@ -86,7 +89,9 @@ class CloudEvent:
         """Reads binary mode (ce_ headers) or structured mode (content-type cloudevents+json)."""
         hdrs = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in headers or ()}
         try:
-            body = json.loads(value or b"null")
+            # pydantic-core's parser: the same values as json.loads, several times faster
+            # (every consumed event passes here).
+            body = from_json(value or b"null")
         except ValueError as exc:
             raise EnvelopeError(f"event value is not JSON: {exc}") from exc
         if "ce_specversion" not in hdrs:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -177,9 +177,11 @@ async def bulk_write(
         column = table.c[name]
         values = [row[name] for row in rows]
         if isinstance(column.type, JSON):
-            values = [None if v is None else json.dumps(v, separators=(",", ":")) for v in values]
+            # pydantic-core's serializer: several times faster than json.dumps (PostgreSQL
+            # parses the text into jsonb either way).
+            values = [None if v is None else to_json(v).decode() for v in values]
         elif isinstance(column.type, UtcDateTime):
-            values = [None if v is None else _utc(v) for v in values]
+            values = [v if v is None or v.tzinfo is UTC else _utc(v) for v in values]
         params[f"c{i}"] = values
         casts.append(_pg_array_cast(column).format(f":c{i}"))
     names = ", ".join(f'"{c}"' for c in columns)

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import Table, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from managed_os.bus.protocol import EventBus
 from managed_os.cloudevents import CloudEvent
+from managed_os.db import bulk_write
 from managed_os.tasks import stop_task
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class SqlOutboxStore:
             }
             for event in events
         ]
-        await self.conn.execute(insert(self.table), rows)
+        await bulk_write(self.conn, self.table, rows)
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         t = self.table
@@ -91,8 +92,20 @@ class SqlOutboxStore:
         return [OutboxRecord(r.id, r.topic, CloudEvent.from_structured(r.envelope)) for r in rows]
 
     async def remove(self, ids: Sequence[int]) -> None:
-        if ids:
-            await self.conn.execute(delete(self.table).where(self.table.c.id.in_(list(ids))))
+        if not ids:
+            return
+        if self.conn.dialect.name == "postgresql":
+            # The ids as one array joined to the primary key: one prepared statement whatever
+            # the count (an IN list is compiled, and prepared by PostgreSQL, per length).
+            await self.conn.execute(
+                text(
+                    f"DELETE FROM {self.table.name} AS o USING unnest(CAST(:ids AS bigint[])) "
+                    "AS d(id) WHERE o.id = d.id"
+                ),
+                {"ids": list(ids)},
+            )
+            return
+        await self.conn.execute(delete(self.table).where(self.table.c.id.in_(list(ids))))
 
     async def backlog(self) -> int:
         return int(await self.conn.scalar(select(func.count()).select_from(self.table)) or 0)

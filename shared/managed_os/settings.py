@@ -40,6 +40,9 @@ class ServiceSettings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
     outbox_poll_interval: float = Field(0.5, gt=0, description="Seconds between relay polls.")
+    outbox_batch_size: int = Field(
+        500, ge=1, le=50_000, description="Most outbox events relayed in one transaction."
+    )
     log_level: str = Field("INFO", description="Log level.")
 
     def check_serving(self) -> None:

@@ -14,12 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from compliance.main import snapshot, sweep_all
+from compliance.rules import Verdict
+from compliance.service import compliance_changed
 from managed_os.bus.inprocess import InProcessBus
 from managed_os.clock import FixedClock
 from managed_os.cloudevents import CloudEvent
 from managed_os.events import (
     TOPIC_COMPLIANCE,
     TOPIC_DEVICES,
+    DeviceComplianceChanged,
     DeviceRegistered,
     DeviceStatusReported,
     DeviceUnenrolled,
@@ -333,3 +336,29 @@ def test_every_compliance_route_needs_the_read_scope(client):
     for path in ("/v1/summary", "/v1/devices", "/v1/devices/x", "/v1/trend", "/v1/export.csv"):
         assert client.get(path).status_code == 401
         assert client.get(path, headers=bearer("catalog:read")).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("previous", "verdict"),
+    [
+        (None, Verdict("pending", "macOS 26.6.2 due", "26.6.2", "2026-09-01T17:00:00", NOW)),
+        ("pending", Verdict("up_to_date", "on macOS 26.6.2")),
+    ],
+)
+def test_the_compliance_changed_data_is_what_the_event_model_dumps(previous, verdict):
+    at = NOW + timedelta(microseconds=250)
+    built = compliance_changed("MAC-1", "bp-1", previous, verdict, "status:e-1", at)
+    model = DeviceComplianceChanged(
+        enrollment_id="MAC-1",
+        blueprint_id="bp-1",
+        item_id=None,
+        previous=previous,
+        state=verdict.state,
+        reason=verdict.reason,
+        target_version=verdict.target_version,
+        deadline=verdict.deadline,
+        cause="status:e-1",
+        changed_at=at,
+    )
+    assert built == model.model_dump(mode="json")
+    assert DeviceComplianceChanged.model_validate(built) == model

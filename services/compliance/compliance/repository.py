@@ -15,7 +15,6 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    any_,
     cast,
     delete,
     func,
@@ -65,10 +64,15 @@ class ComplianceStore:
         await bulk_write(self.conn, table, rows, keys)
 
     def _among(self, column: Any, values: Sequence[str]) -> Any:
-        """`column IN values`; on PostgreSQL one array parameter (`= ANY`), so a batch of
-        any size is one prepared statement, not one per list length."""
+        """`column IN values`; on PostgreSQL one array parameter, so a batch of any size is
+        one prepared statement, not one per list length. The array is unnested into a
+        semi-join rather than compared with `= ANY`: once the prepared statement switches to
+        a generic plan, `= ANY($1)` cannot hash its array and may be planned as a sequential
+        scan testing every row against every id (seconds per batch on a large fleet); the
+        join probes the primary key once per id."""
         if self.postgres:
-            return column == any_(cast(literal(list(values), ARRAY(String)), ARRAY(String)))
+            ids = func.unnest(cast(literal(list(values), ARRAY(String)), ARRAY(String)))
+            return column.in_(select(ids).scalar_subquery())
         return column.in_(values)
 
     # ---- devices ---------------------------------------------------------------------------

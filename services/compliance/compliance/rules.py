@@ -91,9 +91,11 @@ def _version(text: str) -> OSVersion | None:
         return None
 
 
+@lru_cache(maxsize=4096)
 def due_at(local_deadline: str, time_zone: str | None = None) -> datetime:
     """The UTC instant after which a device-local deadline (plus the grace) has passed: in
-    the Mac's zone when known, else everywhere (UTC−12)."""
+    the Mac's zone when known, else everywhere (UTC−12). Memoised: a fleet shares a few
+    deadlines and zones, and every judgement of a pending Mac asks."""
     naive = datetime.fromisoformat(local_deadline)
     if time_zone:
         zone = _zone(time_zone)
@@ -127,29 +129,31 @@ def _meets(facts: DeviceFacts, e: ExpectedEnforcement) -> bool:
 
 
 def _judge_enforcement(inputs: DeviceInputs, open_items: list[ExpectedEnforcement]) -> Verdict:
-    e = min(open_items, key=lambda x: x.deadline)
+    e = open_items[0] if len(open_items) == 1 else min(open_items, key=lambda x: x.deadline)
     su = inputs.softwareupdate
-    due = due_at(e.deadline, inputs.time_zone)
-
-    def verdict(state: State, reason: str) -> Verdict:
-        return Verdict(state, reason, e.target_version, e.deadline, due)
-
+    target, deadline = e.target_version, e.deadline
+    due = due_at(deadline, inputs.time_zone)
     if su.install_state == "failed" or su.failure_count > 0:
         why = su.failure_reason or "no reason given"
-        return verdict(
-            "failed",
-            f"install of macOS {su.pending_version or e.target_version} failed "
-            f"({su.failure_count} failure(s), install state {su.install_state}): {why}",
+        reason = (
+            f"install of macOS {su.pending_version or target} failed "
+            f"({su.failure_count} failure(s), install state {su.install_state}): {why}"
         )
+        return Verdict("failed", reason, target, deadline, due)
     for d in inputs.declarations:
         if d.identifier == e.declaration_id and d.valid == "invalid":
             codes = ", ".join(str(r.get("code")) for r in d.reasons) or "no reason given"
-            return verdict("failed", f"declaration {e.declaration_id} is invalid: {codes}")
+            reason = f"declaration {e.declaration_id} is invalid: {codes}"
+            return Verdict("failed", reason, target, deadline, due)
     if su.install_state in IN_PROGRESS:
-        return verdict(
-            "in_progress", f"{su.install_state} macOS {su.pending_version or e.target_version}"
-        )
-    return verdict("pending", f"macOS {e.target_version} due {e.deadline} local")
+        reason = f"{su.install_state} macOS {su.pending_version or target}"
+        return Verdict("in_progress", reason, target, deadline, due)
+    return Verdict("pending", _pending_reason(target, deadline), target, deadline, due)
+
+
+@lru_cache(maxsize=1024)
+def _pending_reason(target: str, deadline: str) -> str:
+    return f"macOS {target} due {deadline} local"
 
 
 def judge_item(
@@ -226,5 +230,8 @@ def evaluate(
         return Judgement(
             Verdict("up_to_date", f"on macOS {inputs.facts.os_version}"), {}, next_check
         )
-    worst = min(verdicts.values(), key=lambda v: SEVERITY[v.state])
+    if len(verdicts) == 1:
+        (worst,) = verdicts.values()
+    else:
+        worst = min(verdicts.values(), key=lambda v: SEVERITY[v.state])
     return Judgement(worst, verdicts, next_check)

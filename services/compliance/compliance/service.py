@@ -15,7 +15,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
+
+from pydantic_core import to_jsonable_python
 
 from compliance.repository import ComplianceUnitOfWork
 from compliance.rules import DeviceInputs, Judgement, Verdict, evaluate
@@ -29,7 +32,6 @@ from managed_os.events import (
     EventPayload,
     PolicyPublished,
     from_event,
-    to_event,
 )
 from managed_os.policy import DeviceFacts, PolicyItem
 
@@ -91,6 +93,14 @@ class Fold:
             self.macs[enrollment_id] = mac
         return mac
 
+    def reported(self, enrollment_id: str) -> _Mac:
+        """`mac` for a status report, which replaces the inputs whole: a new Mac gets no
+        placeholder inputs."""
+        mac = self.macs.get(enrollment_id)
+        if mac is None:
+            mac = self.macs[enrollment_id] = _Mac(None, None, {})
+        return mac
+
     def judge(self, enrollment_id: str, cause: str) -> None:
         """Judge one Mac; a Mac whose inputs cannot be judged is logged and left as it was
         (and the sweep looks at it again in an hour), never allowed to block the others."""
@@ -109,43 +119,56 @@ class Fold:
         self.judged.add(enrollment_id)
 
     def _record(self, mac: _Mac, j: Judgement, cause: str) -> None:
-        inputs, now = mac.loaded(), self.now
+        inputs, now, overall = mac.loaded(), self.now, j.overall
+        eid, bp, os_version = inputs.enrollment_id, inputs.blueprint_id, inputs.facts.os_version
         version = inputs.facts.version
-        previous = mac.row["state"] if mac.row else None
+        row = mac.row
+        previous = row["state"] if row else None
         mac.row = {
-            "enrollment_id": inputs.enrollment_id,
-            "blueprint_id": inputs.blueprint_id,
+            "enrollment_id": eid,
+            "blueprint_id": bp,
             "time_zone": inputs.time_zone,
-            "os_version": inputs.facts.os_version,
+            "os_version": os_version,
             "os_major": version.major if version is not None else None,
-            **_verdict_columns(j.overall),
-            "state_since": mac.row["state_since"]
-            if mac.row and previous == j.overall.state
-            else now,
+            "state": overall.state,
+            "reason": overall.reason,
+            "target_version": overall.target_version,
+            "deadline": overall.deadline,
+            "due_at": overall.due_at,
+            "state_since": row["state_since"] if row and previous == overall.state else now,
             "next_check_at": j.next_check_at,
             "last_report_at": inputs.last_report_at,
             "updated_at": now,
         }
-        if previous != j.overall.state:
-            self._change(inputs, None, previous, j.overall, cause)
+        if previous != overall.state:
+            self._change(inputs, None, previous, overall, cause)
         items: dict[str, dict[str, Any]] = {}
-        majors = {i.item_id: i.major for i in self.items.get(inputs.blueprint_id or "") or ()}
+        majors = self._majors(bp)
         for item_id, verdict in j.items.items():
             # Compare with this batch's last judgement of the item, else the stored row.
             old = mac.written.get(item_id) or mac.items.get(item_id)
             was = old["state"] if old else None
             items[item_id] = {
-                "enrollment_id": inputs.enrollment_id,
+                "enrollment_id": eid,
                 "item_id": item_id,
-                "blueprint_id": inputs.blueprint_id,
+                "blueprint_id": bp,
                 "item_major": majors.get(item_id),
-                "os_version": inputs.facts.os_version,
-                **_verdict_columns(verdict),
+                "os_version": os_version,
+                "state": verdict.state,
+                "reason": verdict.reason,
+                "target_version": verdict.target_version,
+                "deadline": verdict.deadline,
+                "due_at": verdict.due_at,
                 "state_since": old["state_since"] if old and was == verdict.state else now,
             }
             if was != verdict.state:
                 self._change(inputs, item_id, was, verdict, cause)
         mac.written = items
+
+    def _majors(self, blueprint_id: str | None) -> dict[str, int]:
+        """The major of each item of a blueprint (as the items stand in this batch)."""
+        items = self.items.get(blueprint_id or "") or ()
+        return {i.item_id: i.major for i in items}
 
     def _change(
         self,
@@ -171,20 +194,16 @@ class Fold:
         )
         if item_id is not None:
             return  # item changes go to the history; the outbox carries the Mac's overall state
-        payload = DeviceComplianceChanged(
-            enrollment_id=inputs.enrollment_id,
-            blueprint_id=inputs.blueprint_id,
-            item_id=item_id,
-            previous=previous,
-            state=verdict.state,
-            reason=verdict.reason,
-            target_version=verdict.target_version,
-            deadline=verdict.deadline,
-            cause=cause,
-            changed_at=self.now,
-        )
         self.events.append(
-            to_event(payload, source=SOURCE, subject=inputs.enrollment_id, time=self.now)
+            CloudEvent(
+                type=DeviceComplianceChanged.TYPE,
+                source=SOURCE,
+                subject=inputs.enrollment_id,
+                data=compliance_changed(
+                    inputs.enrollment_id, inputs.blueprint_id, previous, verdict, cause, self.now
+                ),
+                time=self.now,
+            )
         )
 
     def forget(self, enrollment_id: str, cause: str) -> None:
@@ -277,14 +296,36 @@ def _count_keys(
     return keys
 
 
-def _verdict_columns(v: Verdict) -> dict[str, Any]:
+def compliance_changed(
+    enrollment_id: str,
+    blueprint_id: str | None,
+    previous: str | None,
+    verdict: Verdict,
+    cause: str,
+    at: datetime,
+) -> dict[str, Any]:
+    """The data of a Mac's overall `DeviceComplianceChanged`, exactly as
+    `DeviceComplianceChanged(...).model_dump(mode="json")` gives it (a unit test holds the
+    two together), built directly: one per state change, and the model's validation and
+    dump cost more than the judgement that produced it."""
     return {
-        "state": v.state,
-        "reason": v.reason,
-        "target_version": v.target_version,
-        "deadline": v.deadline,
-        "due_at": v.due_at,
+        "enrollment_id": enrollment_id,
+        "blueprint_id": blueprint_id,
+        "item_id": None,
+        "previous": previous,
+        "state": verdict.state,
+        "reason": verdict.reason,
+        "target_version": verdict.target_version,
+        "deadline": verdict.deadline,
+        "cause": cause,
+        "changed_at": _json_time(at),
     }
+
+
+@lru_cache(maxsize=64)
+def _json_time(at: datetime) -> str:
+    """A time as pydantic writes it in JSON (a batch shares one `now`)."""
+    return str(to_jsonable_python(at))
 
 
 def _cause(event: CloudEvent) -> str:
@@ -318,30 +359,33 @@ async def apply_events(
     if not todo:
         return 0
     fold = Fold(uow, now, stale_after)
-    device_ids = {p.enrollment_id for _, p in todo if isinstance(p, DEVICE_EVENTS)}
-    # A status report carries every input but the time zone (on the judged row): only Macs
-    # with other events in this batch need their stored inputs read.
-    merge = {
-        p.enrollment_id for _, p in todo if isinstance(p, DeviceManifestChanged | DeviceRegistered)
-    }
-    blueprint_ids = {
-        p.blueprint_id
-        for _, p in todo
-        if isinstance(p, DeviceStatusReported | DeviceManifestChanged | DeviceRegistered)
-        and p.blueprint_id
-    }
+    # Payload classes are final (from_event builds exactly these): dispatch on the type, as
+    # isinstance on a pydantic model class goes through ABCMeta, per event and per check.
+    device_ids: set[str] = set()
+    merge: set[str] = set()  # Macs whose stored inputs must be read (see below)
+    blueprint_ids: set[str] = set()
+    for _, payload in todo:
+        kind = type(payload)
+        if kind not in DEVICE_EVENTS:
+            continue
+        p = cast(DeviceEvent, payload)
+        device_ids.add(p.enrollment_id)
+        if kind is DeviceUnenrolled:
+            continue
+        p = cast(DeviceStatusReported | DeviceManifestChanged | DeviceRegistered, p)
+        if p.blueprint_id:
+            blueprint_ids.add(p.blueprint_id)
+        # A status report carries every input but the time zone (on the judged row): only
+        # Macs with other events in this batch need their stored inputs read.
+        if kind is not DeviceStatusReported:
+            merge.add(p.enrollment_id)
     await fold.load(device_ids, blueprint_ids, merge)
     for event, payload in todo:
         cause = _cause(event)
-        if isinstance(payload, PolicyPublished):
-            if await uow.store.put_blueprint(
-                payload.blueprint_id, payload.revision, payload.items, now
-            ):
-                fold.items[payload.blueprint_id] = payload.items
-        elif isinstance(payload, DeviceUnenrolled):
-            fold.forget(payload.enrollment_id, cause)
-        elif isinstance(payload, DeviceStatusReported):
-            mac = fold.mac(payload.enrollment_id)
+        kind = type(payload)
+        if kind is DeviceStatusReported:
+            assert isinstance(payload, DeviceStatusReported)
+            mac = fold.reported(payload.enrollment_id)
             last = (
                 mac.inputs.last_report_at if mac.inputs else (mac.row or {}).get("last_report_at")
             )
@@ -355,6 +399,13 @@ async def apply_events(
                 "time_zone": tz,
             }
             await _judge(fold, mac, payload.enrollment_id, cause)
+        elif isinstance(payload, PolicyPublished):
+            if await uow.store.put_blueprint(
+                payload.blueprint_id, payload.revision, payload.items, now
+            ):
+                fold.items[payload.blueprint_id] = payload.items
+        elif isinstance(payload, DeviceUnenrolled):
+            fold.forget(payload.enrollment_id, cause)
         elif isinstance(payload, DeviceManifestChanged | DeviceRegistered):
             mac = fold.mac(payload.enrollment_id)
             merge_into(mac.loaded(), payload)
@@ -372,7 +423,10 @@ async def _judge(fold: Fold, mac: _Mac, enrollment_id: str, cause: str) -> None:
     fold.judge(enrollment_id, cause)
 
 
-DEVICE_EVENTS = (DeviceStatusReported, DeviceManifestChanged, DeviceRegistered, DeviceUnenrolled)
+DeviceEvent = DeviceStatusReported | DeviceManifestChanged | DeviceRegistered | DeviceUnenrolled
+DEVICE_EVENTS = frozenset(
+    (DeviceStatusReported, DeviceManifestChanged, DeviceRegistered, DeviceUnenrolled)
+)
 
 
 def status_inputs(report: DeviceStatusReported, time_zone: str | None) -> DeviceInputs:

@@ -20,7 +20,14 @@ class ComplianceSettings(ServiceSettings):
         72, gt=0, description="A device silent for longer than this is `unknown`."
     )
     consumer_batch_size: int = Field(
-        2000, ge=1, le=50_000, description="Most events applied in one transaction."
+        5000, ge=1, le=50_000, description="Most events applied in one transaction."
+    )
+    outbox_batch_size: int = Field(
+        2000,
+        ge=1,
+        le=50_000,
+        description="Most outbox events relayed in one transaction (a consumed batch can "
+        "change thousands of states, each one event).",
     )
     sweep_interval_seconds: float = Field(
         30, gt=0, description="How often deadlines and stale windows are checked."

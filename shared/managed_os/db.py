@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -90,7 +90,9 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
-    engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+    engine = create_async_engine(
+        url, echo=echo, pool_size=10, max_overflow=10, json_deserializer=_json_loads
+    )
     event.listen(engine.sync_engine, "connect", _mark_idle)
     event.listen(engine.sync_engine, "checkin", _mark_idle)
     event.listen(engine.sync_engine, "checkout", _ping_if_idle)
@@ -102,6 +104,12 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 # transaction. A connection that died meanwhile fails its statement; SQLAlchemy sees the
 # disconnect and invalidates the whole pool, so the next checkout connects afresh.
 PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _json_loads(text: str) -> Any:
+    """JSON columns as read (the outbox relay reads every envelope back): pydantic-core's
+    parser, about twice the standard library's speed and as exact (integers of any size)."""
+    return from_json(text)
 
 
 def _mark_idle(_dbapi_conn: Any, record: Any) -> None:

@@ -172,3 +172,23 @@ async def test_the_relay_publishes_in_order_and_empties_the_outbox(backend, tmp_
         async with make() as uow:
             assert await uow.outbox.backlog() == 0
     assert [e.data["n"] for e in bus._log["t"]] == list(range(250))
+
+
+async def test_json_read_back_from_postgresql_is_exact(pg):
+    """The engine's JSON reader (pydantic-core) keeps integers of any size, as PostgreSQL does."""
+    from sqlalchemy import text
+
+    from managed_os.db import make_engine
+
+    engine = make_engine(pg.create())
+    try:
+        async with engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    text("SELECT CAST(:doc AS jsonb)"),
+                    {"doc": '{"big": 123456789012345678901234567890, "x": [1.5, "é", null]}'},
+                )
+            ).scalar()
+        assert value == {"big": 123456789012345678901234567890, "x": [1.5, "é", None]}
+    finally:
+        await engine.dispose()

@@ -238,6 +238,8 @@ def test_errors_and_full_report_may_be_left_out():
     [
         (b"{not json", "status report is not valid JSON"),
         (b"\xff\xfe", "status report is not valid JSON"),
+        (b'{"StatusItems": {"a": NaN}}', "status report is not valid JSON"),
+        (b'{"StatusItems": {"a": "\\ud800"}}', "status report is not valid JSON"),
         (b"[]", "status report must be a JSON object, not an array"),
         (b"{}", "status report has no StatusItems"),
         (b'{"StatusItems": []}', "StatusItems must be an object, not an array"),

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
+from pydantic_core import from_json, to_json
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -267,10 +267,10 @@ class StatusBatchStore:
         for row in await self.driver.fetch(self._READ, list(ids)):
             values = dict(row)
             version, token = values.pop("version"), values.pop("policy_token")
-            # JSON decoded here (orjson), not by the driver's codec; pydantic's validation of
-            # the decoded row measured faster than building it unvalidated.
-            values["facts"] = orjson.loads(values["facts"])
-            values["status"] = orjson.loads(values["status"])
+            # JSON decoded here, not by the driver's codec; pydantic's validation of the
+            # decoded row measured faster than building it unvalidated.
+            values["facts"] = from_json(values["facts"])
+            values["status"] = from_json(values["status"])
             found[row["enrollment_id"]] = VersionedDevice(
                 Device.model_validate(values), version, token
             )
@@ -307,7 +307,7 @@ class StatusBatchStore:
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return to_json(value).decode()
 
 
 class PolicyStore:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-import orjson
+from pydantic_core import from_json
 
 from managed_os.ddm.errors import DDMProtocolError
 
@@ -43,8 +43,10 @@ def load_json_object(raw: bytes | str | Mapping[str, Any], what: str) -> dict[st
     if isinstance(raw, Mapping):
         return dict(raw)
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:  # also invalid UTF-8 and lone surrogates
+        # Strict: NaN, Infinity, invalid UTF-8 and lone surrogates are refused (PostgreSQL
+        # could store none of them); integers of any size are kept exact.
+        value = from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
         raise DDMProtocolError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise DDMProtocolError(f"{what} must be a JSON object, not {type_name(value)}")

@@ -56,6 +56,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+INBOX_TABLE = "processed_events"  # every service's database has it (`add_messaging_tables`)
+
+
 def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
     """The transactional outbox and the processed-event (inbox) table every service has."""
     outbox = Table(
@@ -70,7 +73,7 @@ def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("created_at", UtcDateTime, nullable=False),
     )
     processed = Table(
-        "processed_events",
+        INBOX_TABLE,
         metadata,
         Column("consumer", String(100), primary_key=True),
         Column("event_id", String(64), primary_key=True),
@@ -132,6 +135,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+async def hold_sqlite_writes(conn: AsyncConnection) -> None:
+    """Before a read whose result a write in the same transaction depends on (what PostgreSQL
+    does with `FOR UPDATE` or an advisory lock). SQLite has neither, and its driver begins a
+    transaction only at the first write, so the reads before it see whatever is committed at
+    the time: two writers could each read, then write over the other (found in the device
+    channel: a status report stored a manifest of a policy a refresh had just replaced). A
+    write that changes nothing takes the database's write lock now: the reads after it are
+    current, and no other writer commits before this transaction ends. Nothing on
+    PostgreSQL."""
+    if conn.dialect.name == "sqlite":
+        await conn.execute(text(f"UPDATE {INBOX_TABLE} SET consumer = consumer WHERE 0"))
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

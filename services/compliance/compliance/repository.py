@@ -40,7 +40,7 @@ from compliance.models import (
     state_changes,
 )
 from compliance.rules import DeviceInputs
-from managed_os.db import bulk_write
+from managed_os.db import bulk_write, hold_sqlite_writes
 from managed_os.policy import PolicyItem
 from managed_os.uow import SqlUnitOfWork
 
@@ -81,9 +81,11 @@ class ComplianceStore:
         self, ids: Sequence[str], *, inputs_of: set[str] | None = None, lock: bool = True
     ) -> dict[str, tuple[DeviceInputs | None, dict[str, Any], dict[str, dict[str, Any]]]]:
         """Judged row, item rows and (for the ids in `inputs_of`, default all) the inputs of
-        these Macs; rows are held for update on PostgreSQL, in id order, so concurrent
-        writers cannot deadlock."""
+        these Macs; rows are held for update (on PostgreSQL in id order, so concurrent writers
+        cannot deadlock; on SQLite the database's write lock)."""
         out: dict[str, tuple[DeviceInputs | None, dict[str, Any], dict[str, dict[str, Any]]]] = {}
+        if lock:
+            await hold_sqlite_writes(self.conn)
         for chunk in _chunks(sorted(ids)):
             query = (
                 select(devices)

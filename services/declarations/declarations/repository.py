@@ -21,6 +21,7 @@ from declarations.models import (
     self_service_requests,
 )
 from declarations.schemas import Blueprint, LibraryItem, PolicyRevision, SelfServiceRequest
+from managed_os.db import hold_sqlite_writes
 from managed_os.events import ReleaseData
 from managed_os.uow import SqlUnitOfWork
 
@@ -46,7 +47,8 @@ class BlueprintRepository:
     async def lock(self, ids: list[str]) -> None:
         """Take these blueprints' rows for this transaction (PostgreSQL; in id order, so two
         writers never deadlock): their items, assignments and revisions change one writer at
-        a time. SQLite serialises writers by itself."""
+        a time. On SQLite, the database's write lock."""
+        await hold_sqlite_writes(self.conn)
         if ids and self.conn.dialect.name == "postgresql":
             await self.conn.execute(
                 select(blueprints.c.id)
@@ -279,6 +281,7 @@ class ReleaseView:
         compiles against the view without it, each missing the other's uncommitted change,
         and the blueprint would keep a stale target until the next release. Take it before
         any blueprint lock (the order the consumer uses), so the two never deadlock."""
+        await hold_sqlite_writes(self.conn)
         if self.conn.dialect.name == "postgresql":
             await self.conn.execute(
                 text("SELECT pg_advisory_xact_lock(:k)"), {"k": VIEW_LOCK_BASE + major}

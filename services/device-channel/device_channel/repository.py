@@ -18,6 +18,7 @@ from device_channel.models import devices, policies, push_queue
 from device_channel.state import DeviceChannelState, ParsedPolicies
 from device_channel.sync_cache import DEVICE, POLICY, DeviceSnapshot, Key
 from managed_os.cloudevents import CloudEvent
+from managed_os.db import hold_sqlite_writes
 from managed_os.policy import Candidate, DeviceFacts, Policy
 from managed_os.uow import SqlUnitOfWork
 
@@ -69,7 +70,7 @@ class DeviceRepository:
         policy, so no two of them compute its manifest from each other's stale halves."""
         query = select(devices).where(devices.c.enrollment_id == enrollment_id)
         if for_update:
-            await self._hold_sqlite()
+            await hold_sqlite_writes(self.conn)
             query = query.with_for_update()
         row = (await self.conn.execute(query)).first()
         device = Device.model_validate(dict(row._mapping)) if row else None
@@ -81,7 +82,7 @@ class DeviceRepository:
         """`get` for several devices; locked in id order, like `on_blueprint`."""
         query = select(devices).where(devices.c.enrollment_id.in_(ids))
         if for_update:
-            await self._hold_sqlite()
+            await hold_sqlite_writes(self.conn)
             query = query.order_by(devices.c.enrollment_id).with_for_update()
         found = {
             d.enrollment_id: d
@@ -92,18 +93,6 @@ class DeviceRepository:
         if for_update:
             self._locked.update((eid, sync_fields(d)) for eid, d in found.items())
         return found
-
-    async def _hold_sqlite(self) -> None:
-        """SQLite has no row locks, and its driver begins a transaction only at the first write,
-        so the reads before it see whatever is committed then: a status report could read the
-        old policy, a policy refresh store the new one and refresh the device, and the report
-        then store a manifest of the old policy (found by the embedded end-to-end test). A
-        write that changes nothing takes the database's write lock first: the reads after it
-        are current, and no other writer commits before this transaction ends."""
-        if self.conn.dialect.name == "sqlite":
-            await self.conn.execute(
-                text("UPDATE devices SET enrollment_id = enrollment_id WHERE 0")
-            )
 
     async def snapshot(self, enrollment_id: str) -> DeviceSnapshot | None:
         """Only what a sync reads (no lock, no status document)."""
@@ -128,7 +117,7 @@ class DeviceRepository:
 
     async def on_blueprint(self, blueprint_id: str) -> list[Device]:
         """The blueprint's devices, held for update (see `get`), in id order."""
-        await self._hold_sqlite()
+        await hold_sqlite_writes(self.conn)
         rows = await self.conn.execute(
             select(devices)
             .where(devices.c.blueprint_id == blueprint_id)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
+
+from managed_os import auth
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,3 +50,31 @@ async def until_it_works(
             log.warning(f"{what} failed; retrying", extra={"error": str(exc), "in": delay})
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+
+Fetch = Callable[[str], Awaitable[list[dict[str, Any]]]]
+
+
+async def bootstrap_from(
+    base_url: str,
+    secret: str,
+    *,
+    scopes: Sequence[str],
+    subject: str,
+    what: str,
+    apply: Callable[[Fetch], Awaitable[T]],
+    retry_seconds: float,
+    page: int = 500,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> T:
+    """A service's start-up read of another service: `apply(fetch)` reads what it needs with
+    `fetch(path)` (every item of a `/v1` list, with a token of `scopes` signed with `secret`)
+    and stores it; it is run until it works (`until_it_works`), and its result returned."""
+    token = auth.issue_token(secret, list(scopes), subject=subject)
+    base = base_url.rstrip("/")
+    async with httpx.AsyncClient(timeout=30, transport=transport) as client:
+
+        async def fetch(path: str) -> list[dict[str, Any]]:
+            return await fetch_all(client, f"{base}{path}", token, page=page)
+
+        return await until_it_works(lambda: apply(fetch), what=what, first_delay=retry_seconds)

@@ -9,14 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import httpx
-
 from compliance.repository import ComplianceUnitOfWork
 from compliance.settings import ComplianceSettings
-from managed_os import auth
 from managed_os.clock import Clock
 from managed_os.policy import PolicyItem
-from managed_os.rest import fetch_all, until_it_works
+from managed_os.rest import Fetch, bootstrap_from
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +26,27 @@ async def bootstrap(
 ) -> int:
     """Store every newer blueprint; retry with back-off until declarations answers. Returns
     how many were newer than the stored ones (their Macs are judged again by the sweep)."""
-    token = auth.issue_token(
-        settings.auth_secret.get_secret_value(), ["declarations:read"], subject="compliance"
+
+    async def apply(fetch: Fetch) -> int:
+        policies = await fetch("/v1/policies")
+        stored = 0
+        async with uow_factory() as uow:
+            for p in policies:
+                items = [PolicyItem.model_validate(i) for i in p.get("items") or []]
+                stored += await uow.store.put_blueprint(
+                    p["blueprint_id"], p["revision"], items, clock.now()
+                )
+            await uow.commit()
+        log.info("blueprint items rebuilt", extra={"policies": len(policies), "newer": stored})
+        return stored
+
+    return await bootstrap_from(
+        settings.declarations_url,
+        settings.auth_secret.get_secret_value(),
+        scopes=["declarations:read"],
+        subject="compliance",
+        what="blueprint bootstrap",
+        apply=apply,
+        retry_seconds=retry_seconds,
+        page=200,
     )
-    url = f"{settings.declarations_url.rstrip('/')}/v1/policies"
-    async with httpx.AsyncClient(timeout=30) as client:
-
-        async def once() -> int:
-            policies = await fetch_all(client, url, token, page=200)
-            stored = 0
-            async with uow_factory() as uow:
-                for p in policies:
-                    items = [PolicyItem.model_validate(i) for i in p.get("items") or []]
-                    stored += await uow.store.put_blueprint(
-                        p["blueprint_id"], p["revision"], items, clock.now()
-                    )
-                await uow.commit()
-            log.info("blueprint items rebuilt", extra={"policies": len(policies), "newer": stored})
-            return stored
-
-        return await until_it_works(once, what="blueprint bootstrap", first_delay=retry_seconds)

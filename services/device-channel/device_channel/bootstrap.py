@@ -8,15 +8,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import httpx
-
 from device_channel import service
 from device_channel.repository import DeviceChannelUnitOfWork
 from device_channel.settings import DeviceChannelSettings
-from managed_os import auth
 from managed_os.clock import Clock
 from managed_os.policy import Candidate, Policy
-from managed_os.rest import fetch_all, until_it_works
+from managed_os.rest import Fetch, bootstrap_from
 
 log = logging.getLogger(__name__)
 
@@ -29,29 +26,33 @@ async def bootstrap(
 ) -> int:
     """Store every newer policy; retry with back-off until the declarations service answers.
     Returns how many policies were newer than the stored ones."""
-    token = auth.issue_token(
-        settings.auth_secret.get_secret_value(), ["declarations:read"], subject="device-channel"
+
+    async def apply(fetch: Fetch) -> int:
+        policies = [
+            Policy(
+                blueprint_id=p["blueprint_id"],
+                revision=p["revision"],
+                token=p["token"],
+                candidates=[Candidate.model_validate(c) for c in p["candidates"]],
+            )
+            for p in await fetch("/v1/policies")
+        ]
+        stored = 0
+        for policy in policies:
+            uow = uow_factory()
+            async with uow:
+                stored += await service.on_policy(uow, policy, clock.now())
+                await uow.commit()
+        log.info("policy view rebuilt", extra={"policies": len(policies), "newer": stored})
+        return stored
+
+    return await bootstrap_from(
+        settings.declarations_url,
+        settings.auth_secret.get_secret_value(),
+        scopes=["declarations:read"],
+        subject="device-channel",
+        what="policy bootstrap",
+        apply=apply,
+        retry_seconds=retry_seconds,
+        page=200,
     )
-    url = f"{settings.declarations_url.rstrip('/')}/v1/policies"
-    async with httpx.AsyncClient(timeout=30) as client:
-
-        async def once() -> int:
-            policies = [
-                Policy(
-                    blueprint_id=p["blueprint_id"],
-                    revision=p["revision"],
-                    token=p["token"],
-                    candidates=[Candidate.model_validate(c) for c in p["candidates"]],
-                )
-                for p in await fetch_all(client, url, token, page=200)
-            ]
-            stored = 0
-            for policy in policies:
-                uow = uow_factory()
-                async with uow:
-                    stored += await service.on_policy(uow, policy, clock.now())
-                    await uow.commit()
-            log.info("policy view rebuilt", extra={"policies": len(policies), "newer": stored})
-            return stored
-
-        return await until_it_works(once, what="policy bootstrap", first_delay=retry_seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,10 +22,36 @@ import asyncpg
 PG_ADMIN_URL = os.environ.get("MOS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+_GIVEN: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for a test server to listen on, free now and never handed out before in this
+    process. Chosen below the kernel's ephemeral range: a port the kernel picked for a bind to
+    port 0 could be taken, before the server binds it, as the local port of one of the many
+    outgoing connections a test makes (seen in CI: `address already in use` on 43515)."""
+    low = 10_000
+    high = min(_ephemeral_range()[0], 65_536) - 16  # room for a run of ports from a base
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -34,6 +34,7 @@ from compliance.repository import ComplianceStore
 from compliance.settings import ComplianceSettings
 from managed_os import auth
 from managed_os.app import create_app
+from managed_os.cli import tune_gc
 from managed_os.clock import FixedClock
 from managed_os.events import (
     TOPIC_DEVICES,
@@ -49,6 +50,8 @@ from tests.support.infra import tansu_broker
 EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
 DEVICES = int(os.environ.get("BENCH_EVENT_DEVICES", "20000"))
 FLEET = int(os.environ.get("BENCH_FLEET", "100000"))
+PARTITIONS = 12
+MEMBERS = int(os.environ.get("BENCH_MEMBERS", str(ComplianceSettings().consumer_members)))
 SECRET = "bench-secret-0123456789abcdef0123456789"
 NOW = datetime(2026, 8, 31, 12, tzinfo=UTC)
 BLUEPRINTS = [f"bp-{n:02d}" for n in range(20)]
@@ -108,7 +111,10 @@ def _report(n: int, rng: random.Random) -> DeviceStatusReported:
 async def produce(bootstrap: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(TOPIC_DEVICES, 3, 1), NewTopic(TOPIC_POLICIES, 3, 1)])
+    # As many partitions as production declares (deploy/k8s/base/kafka-topics.yaml).
+    await admin.create_topics(
+        [NewTopic(TOPIC_DEVICES, PARTITIONS, 1), NewTopic(TOPIC_POLICIES, PARTITIONS, 1)]
+    )
     await admin.close()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1 << 20
@@ -166,6 +172,7 @@ async def service_consume(bootstrap: str) -> tuple[float, int]:
             sweep_interval_seconds=3600,
             snapshot_interval_seconds=3600,
             metrics_interval_seconds=3600,
+            consumer_members=MEMBERS,
         )
         app = create_app(SPEC, settings, clock=FixedClock(NOW))
         started = time.perf_counter()
@@ -293,4 +300,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_gc()  # as `managed-os serve` does: the consumer runs in this process
     asyncio.run(main())

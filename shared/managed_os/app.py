@@ -90,7 +90,11 @@ def create_app(
             group = f"{spec.name}.{consumer.group}"
             if consumer.apply_batch is not None:
                 sub = await the_bus.subscribe_batch(
-                    consumer.topics, group, consumer.apply_batch, consumer.max_batch
+                    consumer.topics,
+                    group,
+                    consumer.apply_batch,
+                    consumer.max_batch,
+                    consumer.members,
                 )
             else:
                 assert consumer.apply is not None

@@ -33,6 +33,7 @@ class ConsumerSpec:
     apply: Callable[[Any, CloudEvent], Awaitable[None]] | None = None
     apply_batch: Callable[[Sequence[CloudEvent]], Awaitable[None]] | None = None
     max_batch: int = 1000
+    members: int = 1  # group members in this process (batched consumers on a partitioned bus)
 
 
 @dataclass(frozen=True)

@@ -184,3 +184,40 @@ async def test_a_batch_subscriber_gets_every_event_in_key_order_and_a_failed_bat
         ns = [e.data["n"] for e in applied if e.subject == key]
         assert ns == sorted(ns) and len(ns) == len(set(ns))  # in order, nothing applied twice
     assert any(len(b) > 1 for b in seen)  # really batched
+
+
+async def test_batch_members_share_the_partitions_each_event_once_in_key_order(make_bus):
+    """Several members of one group in one process: on Kafka each gets its own partitions, so
+    batches of different keys are in flight at once; every event is still applied once, in
+    order per key. The in-process bus (no partitions) runs one member."""
+    bus = make_bus()
+    await bus.start()
+    t = topic()
+    applied: list[CloudEvent] = []
+    in_flight = most = 0
+
+    async def handler(batch) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.05)  # a database transaction
+            applied.extend(batch)
+        finally:
+            in_flight -= 1
+
+    sent = [event(n, key=f"key-{n % 12}") for n in range(240)]
+    for ev in sent:
+        await bus.publish(t, ev)
+    sub = await bus.subscribe_batch([t], "gm", handler, max_batch=10, members=3)
+    await wait_for(lambda: len(applied) >= 240)
+    await asyncio.sleep(0.3)
+    await sub.stop()
+    assert sorted(e.id for e in applied) == sorted(e.id for e in sent)  # each once
+    for key in {e.subject for e in sent}:
+        ns = [e.data["n"] for e in applied if e.subject == key]
+        assert ns == sorted(ns)
+    if isinstance(bus, KafkaBus):
+        assert most >= 2  # members' batches overlapped
+    else:
+        assert most == 1

@@ -613,7 +613,9 @@ def test_no_consumer_can_outnumber_the_partitions_of_its_topic() -> None:
         hpa = named(objs, "HorizontalPodAutoscaler", f"managed-os-{service}")
         for consumer in declared_consumers(service):
             for topic in consumer.topics:
-                assert partitions[topic] >= hpa["spec"]["maxReplicas"], (service, topic)
+                # Each replica runs `members` members of the group.
+                members = hpa["spec"]["maxReplicas"] * consumer.members
+                assert partitions[topic] >= members, (service, topic)
 
 
 def test_no_topic_outlives_the_memory_of_its_idempotent_consumers() -> None:

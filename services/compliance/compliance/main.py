@@ -44,6 +44,7 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
             topics=[TOPIC_DEVICES, TOPIC_POLICIES],
             apply_batch=apply_batch,
             max_batch=_settings(ctx).consumer_batch_size,
+            members=_settings(ctx).consumer_members,
         )
     ]
 

@@ -22,6 +22,14 @@ class ComplianceSettings(ServiceSettings):
     consumer_batch_size: int = Field(
         5000, ge=1, le=50_000, description="Most events applied in one transaction."
     )
+    consumer_members: int = Field(
+        3,
+        ge=1,
+        le=32,
+        description="Members of the consumer group this process runs (Kafka bus): each "
+        "applies the batches of its own partitions, so one member's Python runs while "
+        "another's batch is in PostgreSQL.",
+    )
     outbox_batch_size: int = Field(
         2000,
         ge=1,

@@ -61,8 +61,14 @@ class InProcessBus:
         return sub
 
     async def subscribe_batch(
-        self, topics: Sequence[str], group: str, handler: BatchHandler, max_batch: int = 1000
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: BatchHandler,
+        max_batch: int = 1000,
+        members: int = 1,
     ) -> _InProcessSubscription:
+        # One log per topic, no partitions: one member, whatever `members` asks for.
         sub = _InProcessSubscription(self, list(topics), group, None, handler, max_batch)
         self._subs.append(sub)
         sub.task = asyncio.create_task(sub.run(), name=f"inprocess-consumer-{group}")

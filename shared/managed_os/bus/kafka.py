@@ -146,9 +146,21 @@ class KafkaBus:
         return await self._subscribe(topics, group, handler, None, 200)
 
     async def subscribe_batch(
-        self, topics: Sequence[str], group: str, handler: BatchHandler, max_batch: int = 1000
-    ) -> _KafkaSubscription:
-        return await self._subscribe(topics, group, None, handler, max_batch)
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: BatchHandler,
+        max_batch: int = 1000,
+        members: int = 1,
+    ) -> _KafkaSubscription | _Members:
+        """`members` consumers of the group in this process: the group's coordinator gives
+        each its own partitions, and while one member's batch waits on the database another's
+        runs its Python, so the two overlap on different cores."""
+        # Started together, so the group forms once instead of rebalancing per member.
+        subs = await asyncio.gather(
+            *(self._subscribe(topics, group, None, handler, max_batch) for _ in range(members))
+        )
+        return subs[0] if members == 1 else _Members(list(subs))
 
     async def _subscribe(
         self,
@@ -175,6 +187,16 @@ class KafkaBus:
         sub.task = asyncio.create_task(sub.run(), name=f"kafka-consumer-{group}")
         self._subs.append(sub)
         return sub
+
+
+class _Members:
+    """Several members of one group in one process, stopped together."""
+
+    def __init__(self, subs: list[_KafkaSubscription]) -> None:
+        self.subs = subs
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(sub.stop() for sub in self.subs))
 
 
 class _KafkaSubscription:

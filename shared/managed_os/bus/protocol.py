@@ -50,11 +50,18 @@ class EventBus(Protocol):
     ) -> Subscription: ...
 
     async def subscribe_batch(
-        self, topics: Sequence[str], group: str, handler: BatchHandler, max_batch: int = 1000
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: BatchHandler,
+        max_batch: int = 1000,
+        members: int = 1,
     ) -> Subscription:
         """Like `subscribe`, but `handler` gets up to `max_batch` events at a time and every
         offset of the batch is committed only after it returns; if it raises, the whole batch
-        is redelivered."""
+        is redelivered. `members`: how many members of the group this process runs, each
+        with its own partitions, so up to that many batches (of different keys) are in
+        flight at once; a bus without partitions runs one."""
         ...
 
     async def ping(self) -> bool:

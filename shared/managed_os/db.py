@@ -165,12 +165,15 @@ async def bulk_write(
     conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str] = ()
 ) -> None:
     """Insert `rows` (all with the same columns), or upsert them on the unique `keys` (the
-    other columns replaced). On PostgreSQL it is one statement whatever the row count: the
-    rows travel as one JSON document (pydantic-core writes it, in Rust) that
-    `json_to_recordset` reads back into typed columns. Encoding a typed array per column cost
-    the driver more than everything else it did for a batch (every element of every array is
-    inspected in Python); the JSON costs PostgreSQL a little parsing instead. Elsewhere, an
-    executemany."""
+    other columns replaced). On PostgreSQL it is one statement whatever the row count:
+    - the plain columns of every row travel as one JSON document (pydantic-core writes it,
+      in Rust) that `json_to_recordset` reads back into typed columns. A typed array per
+      column cost the driver more than everything else it did for a batch: it inspects
+      every element of every array in Python.
+    - each JSON column travels as one array of texts, zipped to those rows by `ROWS FROM`:
+      nested in the document, PostgreSQL would parse each value twice (the document, then
+      the value into jsonb).
+    Elsewhere, an executemany."""
     if not rows:
         return
     columns = list(rows[0])
@@ -187,17 +190,31 @@ async def bulk_write(
             )
         await conn.execute(stmt, list(rows))
         return
-    for name in columns:
+    docs = [c for c in columns if isinstance(table.c[c].type, JSON)]
+    plain = [c for c in columns if c not in docs]
+    for name in plain:
         if isinstance(table.c[name].type, UtcDateTime):
             for row in rows:
                 value = row[name]
                 if value is not None and value.tzinfo is None:
                     raise ValueError("naive datetime given to a UtcDateTime column")
-    names = ", ".join(f'"{c}"' for c in columns)
-    types = ", ".join(f'"{c}" {_pg_type(table.c[c])}' for c in columns)
+    params: dict[str, Any] = {}
+    sources: list[str] = []
+    if plain:
+        types = ", ".join(f'"{c}" {_pg_type(table.c[c])}' for c in plain)
+        sources.append(f"json_to_recordset(CAST(:rows AS json)) AS ({types})")
+        skip = {"__all__": set(docs)} if docs else None
+        params["rows"] = to_json(list(rows), exclude=skip).decode()
+    for i, name in enumerate(docs):
+        sources.append(f"unnest(CAST(:d{i} AS text[]))")
+        params[f"d{i}"] = [None if r[name] is None else to_json(r[name]).decode() for r in rows]
+    names = ", ".join(f'"{c}"' for c in plain + docs)
+    values = ", ".join(
+        [f'"{c}"' for c in plain] + [f'CAST("{c}" AS {_pg_type(table.c[c])})' for c in docs]
+    )
     sql = (
-        f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
-        f"FROM json_to_recordset(CAST(:rows AS json)) AS r({types})"
+        f'INSERT INTO "{table.name}" ({names}) SELECT {values} '
+        f"FROM ROWS FROM ({', '.join(sources)}) AS r({names})"
     )
     if keys:
         target = ", ".join(f'"{k}"' for k in keys)
@@ -206,4 +223,5 @@ async def bulk_write(
             sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
         else:
             sql += f" ON CONFLICT ({target}) DO NOTHING"
-    await conn.execute(text(sql), {"rows": to_json(list(rows)).decode()})
+    await conn.execute(text(sql), params)
+

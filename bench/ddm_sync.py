@@ -47,7 +47,7 @@ import httpx
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.support import fresh_database
+from bench.support import Server, fresh_database, start, stop
 from catalog.feeds import parse_gdmf
 from declarations.compiler import compile_blueprint, policy_token
 from declarations.schemas import LibraryItem
@@ -200,30 +200,6 @@ async def enrol(engine: AsyncEngine, size: int, policy: Policy) -> list[str]:
     return ids
 
 
-@dataclass
-class Server:
-    name: str
-    port: int
-    proc: asyncio.subprocess.Process
-
-
-async def start(name: str, port: int, argv: list[str], env: dict[str, str]) -> Server:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    async with httpx.AsyncClient(timeout=2) as http:
-        for _ in range(300):
-            if proc.returncode is not None:
-                err = await proc.stderr.read() if proc.stderr else b""
-                raise SystemExit(f"{name} exited: {err.decode()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"http://127.0.0.1:{port}/openapi.json")).status_code == 200:
-                    return Server(name, port, proc)
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"{name} did not start")
-
-
 async def cache_warm(port: int, size: int) -> None:
     """Wait until the service's sync cache holds the fleet (`MOS_DEVICE_CHANNEL_SYNC_CACHE_WARM`
     fills it at start in the background)."""
@@ -235,16 +211,6 @@ async def cache_warm(port: int, size: int) -> None:
                 return
             await asyncio.sleep(0.1)
     raise SystemExit(f"the sync cache on :{port} did not fill")
-
-
-async def stop(server: Server) -> None:
-    if server.proc.returncode is None:
-        server.proc.terminate()
-        try:
-            await asyncio.wait_for(server.proc.wait(), 30)
-        except TimeoutError:
-            server.proc.kill()
-            await server.proc.wait()
 
 
 def device_channel_env(url: str, port: int) -> dict[str, str]:

@@ -224,4 +224,3 @@ async def bulk_write(
         else:
             sql += f" ON CONFLICT ({target}) DO NOTHING"
     await conn.execute(text(sql), params)
-

@@ -221,3 +221,29 @@ async def test_batch_members_share_the_partitions_each_event_once_in_key_order(m
         assert most >= 2  # members' batches overlapped
     else:
         assert most == 1
+
+
+async def test_members_that_started_are_stopped_when_another_cannot_start(kafka) -> None:
+    bus = KafkaBus(kafka, retry_delay=0.2)
+    await bus.start()
+    real, calls = bus._subscribe, 0
+
+    async def flaky(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionError("broker refused the second member")
+        return await real(*args, **kwargs)
+
+    bus._subscribe = flaky  # type: ignore[method-assign]
+
+    async def handler(batch) -> None:
+        return None
+
+    try:
+        with pytest.raises(ConnectionError):
+            await bus.subscribe_batch([topic()], "gf", handler, members=3)
+        assert calls == 3
+        assert bus._subs == []  # the two members that started have left the group again
+    finally:
+        await bus.stop()

@@ -412,3 +412,79 @@ async def test_sweep_survives_a_zone_this_host_does_not_know(engine: Any) -> Non
             await sweep(u, NOW + timedelta(days=2), STALE, 100)
         except Exception as exc:
             pytest.fail(f"one Mac's zone stops the sweep for every Mac: {exc!r}")
+
+
+# ---- the sweep's re-evaluation against a consumer batch, and blueprint revisions ---------------
+
+
+async def test_reevaluating_two_blueprints_cannot_deadlock_with_a_consumer(pg: Any) -> None:
+    """Two flagged blueprints whose Macs interleave in id order (bp-b owns MAC-1, bp-a owns
+    MAC-9). A consumer batch holds MAC-1 and then wants MAC-9. Locking blueprint by
+    blueprint, the sweep took MAC-9 (bp-a first) and then waited for MAC-1: a deadlock that
+    PostgreSQL broke by failing one side. Locked in one id-ordered statement, the sweep
+    waits for MAC-1 before it takes MAC-9, and both finish."""
+    eng = make_engine(pg.create())
+    async with eng.begin() as conn:
+        await conn.run_sync(models.metadata.create_all)
+    try:
+        await apply(eng, policy("bp-a", 1, item("i-a")), policy("bp-b", 1, item("i-b")))
+        await apply(
+            eng,
+            status("MAC-9", "bp-a", [enforce("i-a")]),
+            status("MAC-1", "bp-b", [enforce("i-b")]),
+        )
+        await apply(eng, policy("bp-a", 2, item("i-a", 15)), policy("bp-b", 2, item("i-b", 15)))
+        consumer = await eng.connect()
+        await consumer.begin()
+        lock = "SELECT 1 FROM devices WHERE enrollment_id = '{}' FOR UPDATE"
+        await consumer.exec_driver_sql(lock.format("MAC-1"))
+
+        async def claim() -> list[str]:
+            async with uow(eng) as u:
+                flagged = await u.store.claim_reevaluations(NOW)
+                await u.commit()
+                return flagged
+
+        sweeping = asyncio.create_task(claim())
+        await asyncio.sleep(0.5)  # the sweep is now waiting on MAC-1
+        assert not sweeping.done()
+        await asyncio.wait_for(consumer.exec_driver_sql(lock.format("MAC-9")), 5)
+        await consumer.commit()
+        await consumer.close()
+        assert await asyncio.wait_for(sweeping, 5) == ["bp-a", "bp-b"]
+        async with uow(eng) as u:
+            due = await u.store.due(NOW, 10)
+            flags = await u.conn.execute(select(models.blueprints.c.reevaluate))
+            assert sorted(due) == ["MAC-1", "MAC-9"] and {f for (f,) in flags} == {0}
+    finally:
+        await eng.dispose()
+
+
+async def test_an_older_blueprint_revision_never_replaces_a_newer_one(engine: Any) -> None:
+    async with uow(engine) as u:
+        assert await u.store.put_blueprint("bp-1", 3, [item("i-3")], NOW)
+        assert not await u.store.put_blueprint("bp-1", 2, [item("i-2")], NOW)
+        assert not await u.store.put_blueprint("bp-1", 3, [item("i-x")], NOW)
+        assert await u.store.put_blueprint("bp-1", 4, [item("i-4")], NOW)
+        assert [i.item_id for i in (await u.store.items_of(["bp-1"]))["bp-1"]] == ["i-4"]
+
+
+async def test_concurrent_blueprint_writers_keep_the_newest_revision(pg: Any) -> None:
+    """The start-up bootstrap and the consumer may store the same blueprint at once: the
+    older revision, arriving second, must not replace the newer one committed first."""
+    eng = make_engine(pg.create())
+    async with eng.begin() as conn:
+        await conn.run_sync(models.metadata.create_all)
+    try:
+        await apply(eng, policy("bp-1", 1, item("i-1")))
+        async with uow(eng) as newer, uow(eng) as older:
+            assert await newer.store.put_blueprint("bp-1", 4, [item("i-4")], NOW)
+            late = asyncio.create_task(older.store.put_blueprint("bp-1", 3, [item("i-3")], NOW))
+            await asyncio.sleep(0.3)  # waiting for the newer writer's row lock
+            await newer.commit()
+            assert not await asyncio.wait_for(late, 5)
+            await older.commit()
+        async with uow(eng) as u:
+            assert [i.item_id for i in (await u.store.items_of(["bp-1"]))["bp-1"]] == ["i-4"]
+    finally:
+        await eng.dispose()

@@ -186,49 +186,58 @@ class ComplianceStore:
     async def put_blueprint(
         self, blueprint_id: str, revision: int, items: list[PolicyItem], now: datetime
     ) -> bool:
-        """Store a blueprint's items unless a newer revision is already stored; True if
-        stored (the sweep then judges its Macs again)."""
-        current = (
-            await self.conn.execute(
-                select(blueprints.c.revision).where(blueprints.c.blueprint_id == blueprint_id)
-            )
-        ).scalar()
-        if current is not None and current >= revision:
-            return False
-        row = {
-            "blueprint_id": blueprint_id,
-            "revision": revision,
-            "items": [i.model_dump(mode="json") for i in items],
-            "reevaluate": 1,
-            "updated_at": now,
-        }
-        await self._upsert(blueprints, [row], ["blueprint_id"])
-        return True
+        """Store a blueprint's items unless the same or a newer revision is already stored;
+        True if stored (the sweep then judges its Macs again). One conditional upsert, so
+        two writers (the consumer and the start-up bootstrap) cannot put an older revision
+        over a newer one."""
+        stmt = self._insert(blueprints).values(
+            blueprint_id=blueprint_id,
+            revision=revision,
+            items=[i.model_dump(mode="json") for i in items],
+            reevaluate=1,
+            updated_at=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["blueprint_id"],
+            set_={c: stmt.excluded[c] for c in ("revision", "items", "reevaluate", "updated_at")},
+            where=blueprints.c.revision < stmt.excluded.revision,
+        )
+        return bool((await self.conn.execute(stmt)).rowcount)
 
     async def claim_reevaluations(self, now: datetime) -> list[str]:
-        """Blueprints whose items changed: mark their Macs due now and clear the flag."""
-        flagged = list(
-            (
-                await self.conn.execute(
-                    select(blueprints.c.blueprint_id).where(blueprints.c.reevaluate == 1)
-                )
-            ).scalars()
+        """Blueprints whose items changed: mark their Macs due now and clear the flag.
+
+        The Macs of every flagged blueprint are locked in one statement, in enrollment-id
+        order as a consumer batch locks its own, and the blueprints' rows only after that: a
+        lock per blueprint in turn could hold one Mac while waiting for another that a
+        consumer holds, and that consumer wait for the first (a deadlock)."""
+        flagged = [
+            (bp, revision)
+            for bp, revision in await self.conn.execute(
+                select(blueprints.c.blueprint_id, blueprints.c.revision)
+                .where(blueprints.c.reevaluate == 1)
+                .order_by(blueprints.c.blueprint_id)
+            )
+        ]
+        if not flagged:
+            return []
+        ids = [bp for bp, _ in flagged]
+        mine = select(devices.c.enrollment_id).where(devices.c.blueprint_id.in_(ids))
+        if self.postgres:
+            mine = mine.order_by(devices.c.enrollment_id).with_for_update()
+        await self.conn.execute(
+            update(devices)
+            .where(devices.c.enrollment_id.in_(mine.scalar_subquery()))
+            .values(next_check_at=now)
         )
-        for bp in flagged:
-            # Lock in enrollment-id order, as the consumer does, so the two cannot deadlock
-            # (this may wait for a consumer batch holding some of these Macs).
-            mine = select(devices.c.enrollment_id).where(devices.c.blueprint_id == bp)
-            if self.postgres:
-                mine = mine.order_by(devices.c.enrollment_id).with_for_update()
+        for bp, revision in flagged:
+            # A revision stored since the read keeps its flag for the next sweep.
             await self.conn.execute(
-                update(devices)
-                .where(devices.c.enrollment_id.in_(mine.scalar_subquery()))
-                .values(next_check_at=now)
+                update(blueprints)
+                .where(blueprints.c.blueprint_id == bp, blueprints.c.revision == revision)
+                .values(reevaluate=0)
             )
-            await self.conn.execute(
-                update(blueprints).where(blueprints.c.blueprint_id == bp).values(reevaluate=0)
-            )
-        return flagged
+        return ids
 
     # ---- running counts --------------------------------------------------------------------
 

@@ -156,11 +156,18 @@ class KafkaBus:
         """`members` consumers of the group in this process: the group's coordinator gives
         each its own partitions, and while one member's batch waits on the database another's
         runs its Python, so the two overlap on different cores."""
-        # Started together, so the group forms once instead of rebalancing per member.
-        subs = await asyncio.gather(
-            *(self._subscribe(topics, group, None, handler, max_batch) for _ in range(members))
+        # Started together, so the group forms once instead of rebalancing per member; if
+        # one cannot start, the others are stopped again.
+        results = await asyncio.gather(
+            *(self._subscribe(topics, group, None, handler, max_batch) for _ in range(members)),
+            return_exceptions=True,
         )
-        return subs[0] if members == 1 else _Members(list(subs))
+        subs = [r for r in results if isinstance(r, _KafkaSubscription)]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await _Members(subs).stop()
+            raise failed[0]
+        return subs[0] if members == 1 else _Members(subs)
 
     async def _subscribe(
         self,
@@ -196,7 +203,11 @@ class _Members:
         self.subs = subs
 
     async def stop(self) -> None:
-        await asyncio.gather(*(sub.stop() for sub in self.subs))
+        """Stop every member (each commits what it handled), then raise the first error."""
+        results = await asyncio.gather(*(sub.stop() for sub in self.subs), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 class _KafkaSubscription:

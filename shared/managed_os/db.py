@@ -190,14 +190,24 @@ async def bulk_write(
             )
         await conn.execute(stmt, list(rows))
         return
+    same = rows[0].keys()
+    if any(row.keys() != same for row in rows):
+        raise ValueError("bulk_write rows must all have the same columns")
     docs = [c for c in columns if isinstance(table.c[c].type, JSON)]
     plain = [c for c in columns if c not in docs]
-    for name in plain:
-        if isinstance(table.c[name].type, UtcDateTime):
-            for row in rows:
-                value = row[name]
-                if value is not None and value.tzinfo is None:
+    times = [c for c in plain if isinstance(table.c[c].type, UtcDateTime)]
+    elsewhere = False  # an aware time in another zone
+    for name in times:
+        for row in rows:
+            value = row[name]
+            if value is not None and value.tzinfo is not UTC:
+                if value.tzinfo is None:
                     raise ValueError("naive datetime given to a UtcDateTime column")
+                elsewhere = True
+    if elsewhere:
+        # Written as UTC: JSON keeps an offset to the minute only (a zone's historical
+        # local mean time has seconds in its offset).
+        rows = [{**row, **{c: row[c] and row[c].astimezone(UTC) for c in times}} for row in rows]
     params: dict[str, Any] = {}
     sources: list[str] = []
     if plain:

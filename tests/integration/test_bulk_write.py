@@ -84,6 +84,11 @@ async def test_rows_round_trip_exactly_and_upserts_replace_the_rest(engine):
     assert got["t-1"]["n"] == 99 and got["t-1"]["doc"] == {"new": True}
     assert got["t-1"]["at"] == datetime(2026, 12, 1, 12, tzinfo=UTC)
     assert got["t-0"] == rows[0] and got["t-4"] == row(4) and len(got) == 5
+    # An offset with seconds (Amsterdam's local mean time in 1900: +00:19:32) is exact too.
+    lmt = datetime(1900, 6, 1, 12, tzinfo=timezone(timedelta(minutes=19, seconds=32)))
+    async with engine.begin() as conn:
+        await bulk_write(conn, things, [row(5, at=lmt)])
+    assert {r["id"]: r["at"] for r in await read(engine)}["t-5"] == lmt
 
 
 async def test_a_naive_time_or_an_over_long_value_is_refused_and_nothing_is_written(engine):
@@ -92,6 +97,10 @@ async def test_a_naive_time_or_an_over_long_value_is_refused_and_nothing_is_writ
     with pytest.raises((ValueError, StatementError), match="naive"):
         async with engine.begin() as conn:
             await bulk_write(conn, things, [row(1), row(2, at=datetime(2026, 11, 29, 12))])
+    with pytest.raises((ValueError, StatementError)):  # a row without a column
+        async with engine.begin() as conn:
+            short = {k: v for k, v in row(5).items() if k != "note"}
+            await bulk_write(conn, things, [row(6), short])
     if engine.dialect.name == "postgresql":  # SQLite does not enforce lengths
         with pytest.raises(DBAPIError):
             async with engine.begin() as conn:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import TypeDecorator
 
 # JSON column: JSONB on PostgreSQL, JSON text elsewhere.
@@ -156,16 +159,53 @@ def is_postgres(engine: AsyncEngine) -> bool:
 _PG = postgresql.dialect()
 
 
-def _pg_type(column: Column[Any]) -> str:
-    """The PostgreSQL type a column's values are read as in `bulk_write`."""
-    return column.type.compile(dialect=_PG)
+@dataclass(frozen=True)
+class _BulkPlan:
+    """How `bulk_write` writes one shape of rows to PostgreSQL (built once per shape)."""
+
+    sql: TextClause
+    docs: tuple[str, ...]  # JSON columns: one text array each
+    times: tuple[str, ...]  # UtcDateTime columns: checked aware, written as UTC
+    skip: dict[str, set[str]] | None  # what the JSON document of the plain columns leaves out
+
+
+@lru_cache(maxsize=256)
+def _bulk_plan(table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> _BulkPlan:
+    def pg_type(name: str) -> str:
+        return str(table.c[name].type.compile(dialect=_PG))
+
+    docs = tuple(c for c in columns if isinstance(table.c[c].type, JSON))
+    plain = [c for c in columns if c not in docs]
+    sources: list[str] = []
+    if plain:
+        types = ", ".join(f'"{c}" {pg_type(c)}' for c in plain)
+        sources.append(f"json_to_recordset(CAST(:rows AS json)) AS ({types})")
+    sources += [f"unnest(CAST(:d{i} AS text[]))" for i in range(len(docs))]
+    names = ", ".join(f'"{c}"' for c in [*plain, *docs])
+    values = ", ".join([f'"{c}"' for c in plain] + [f'CAST("{c}" AS {pg_type(c)})' for c in docs])
+    sql = (
+        f'INSERT INTO "{table.name}" ({names}) SELECT {values} '
+        f"FROM ROWS FROM ({', '.join(sources)}) AS r({names})"
+    )
+    if keys:
+        target = ", ".join(f'"{k}"' for k in keys)
+        updates = [c for c in columns if c not in keys]
+        if updates:
+            sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in updates)
+            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+        else:
+            sql += f" ON CONFLICT ({target}) DO NOTHING"
+    times = tuple(c for c in plain if isinstance(table.c[c].type, UtcDateTime))
+    skip = {"__all__": set(docs)} if docs and plain else None
+    return _BulkPlan(text(sql), docs, times, skip)
 
 
 async def bulk_write(
     conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str] = ()
 ) -> None:
     """Insert `rows` (all with the same columns), or upsert them on the unique `keys` (the
-    other columns replaced). On PostgreSQL it is one statement whatever the row count:
+    other columns replaced). On PostgreSQL it is one statement whatever the row count (its
+    text built once per table, columns and keys):
     - the plain columns of every row travel as one JSON document (pydantic-core writes it,
       in Rust) that `json_to_recordset` reads back into typed columns. A typed array per
       column cost the driver more than everything else it did for a batch: it inspects
@@ -176,9 +216,8 @@ async def bulk_write(
     Elsewhere, an executemany."""
     if not rows:
         return
-    columns = list(rows[0])
-    updates = [c for c in columns if c not in keys]
     if conn.dialect.name != "postgresql":
+        updates = [c for c in rows[0] if c not in keys]
         stmt: Any = sqlite_insert(table)
         if keys:
             stmt = (
@@ -193,11 +232,9 @@ async def bulk_write(
     same = rows[0].keys()
     if any(row.keys() != same for row in rows):
         raise ValueError("bulk_write rows must all have the same columns")
-    docs = [c for c in columns if isinstance(table.c[c].type, JSON)]
-    plain = [c for c in columns if c not in docs]
-    times = [c for c in plain if isinstance(table.c[c].type, UtcDateTime)]
+    plan = _bulk_plan(table, tuple(same), tuple(keys))
     elsewhere = False  # an aware time in another zone
-    for name in times:
+    for name in plan.times:
         for row in rows:
             value = row[name]
             if value is not None and value.tzinfo is not UTC:
@@ -207,30 +244,11 @@ async def bulk_write(
     if elsewhere:
         # Written as UTC: JSON keeps an offset to the minute only (a zone's historical
         # local mean time has seconds in its offset).
-        rows = [{**row, **{c: row[c] and row[c].astimezone(UTC) for c in times}} for row in rows]
+        utc = plan.times
+        rows = [{**row, **{c: row[c] and row[c].astimezone(UTC) for c in utc}} for row in rows]
     params: dict[str, Any] = {}
-    sources: list[str] = []
-    if plain:
-        types = ", ".join(f'"{c}" {_pg_type(table.c[c])}' for c in plain)
-        sources.append(f"json_to_recordset(CAST(:rows AS json)) AS ({types})")
-        skip = {"__all__": set(docs)} if docs else None
-        params["rows"] = to_json(list(rows), exclude=skip).decode()
-    for i, name in enumerate(docs):
-        sources.append(f"unnest(CAST(:d{i} AS text[]))")
+    if len(plan.docs) < len(same):
+        params["rows"] = to_json(list(rows), exclude=plan.skip).decode()
+    for i, name in enumerate(plan.docs):
         params[f"d{i}"] = [None if r[name] is None else to_json(r[name]).decode() for r in rows]
-    names = ", ".join(f'"{c}"' for c in plain + docs)
-    values = ", ".join(
-        [f'"{c}"' for c in plain] + [f'CAST("{c}" AS {_pg_type(table.c[c])})' for c in docs]
-    )
-    sql = (
-        f'INSERT INTO "{table.name}" ({names}) SELECT {values} '
-        f"FROM ROWS FROM ({', '.join(sources)}) AS r({names})"
-    )
-    if keys:
-        target = ", ".join(f'"{k}"' for k in keys)
-        if updates:
-            sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in updates)
-            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
-        else:
-            sql += f" ON CONFLICT ({target}) DO NOTHING"
-    await conn.execute(text(sql), params)
+    await conn.execute(plan.sql, params)

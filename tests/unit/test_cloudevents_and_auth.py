@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 
 from managed_os import auth
-from managed_os.cloudevents import CloudEvent, EnvelopeError
+from managed_os.cloudevents import CloudEvent, EnvelopeError, new_id
 from managed_os.errors import Forbidden, Unauthorized
 from managed_os.events import ReleaseData, ReleasePublished, from_event, to_event
 
@@ -23,6 +24,21 @@ def sample() -> CloudEvent:
         subject="25G83",
         time=datetime(2026, 8, 17, tzinfo=UTC),
     )
+
+
+def test_event_ids_are_random_version_4_uuids_in_their_canonical_text():
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text  # lower-case, dashed, as str(uuid.uuid4()) writes it
+    # Every bit but the six fixed ones varies.
+    bits = [uuid.UUID(text).int for text in ids]
+    fixed = ~(0xF << 76 | 0x3 << 62) & (1 << 128) - 1
+    assert all(any(b >> i & 1 for b in bits) for i in range(128) if fixed >> i & 1)
+    assert all(not all(b >> i & 1 for b in bits) for i in range(128) if fixed >> i & 1)
+    assert uuid.UUID(CloudEvent(type="t", source="s", subject="x", data={}).id).version == 4
 
 
 def test_an_event_round_trips_through_kafka_binary_mode_with_ce_headers():

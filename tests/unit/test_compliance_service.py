@@ -196,6 +196,36 @@ def test_time_alone_makes_a_mac_overdue_through_the_sweep(client, clock):
     assert device(client, "MAC-1")["history"][0]["cause"] == "stale"
 
 
+def test_a_report_that_changes_no_state_leaves_the_next_check_and_the_sweep_settles_it(
+    client, clock
+):
+    """The stored next check stays when a report only moves it later (the row is then
+    rewritten without touching an indexed column); the sweep looks at the Mac then, finds
+    nothing changed, and stores the exact time. A report that needs an earlier look moves
+    it at once."""
+    send(client, policy(), report("MAC-1", "26.6.2", expected=(), at=NOW))
+    eventually(lambda: device(client, "MAC-1")["state"] == "up_to_date")
+    run(client, sweep_all)  # settles the policy's re-evaluation, if it came after the report
+    clock.at = NOW + timedelta(hours=24)
+    send(client, report("MAC-1", "26.6.2", expected=(), at=clock.at))
+    eventually(lambda: device(client, "MAC-1")["last_report_at"].startswith("2026-09-01T12"))
+    before = device(client, "MAC-1")["history"]
+    clock.at = NOW + timedelta(hours=72)  # the first report's stale window
+    assert run(client, sweep_all) == 1  # looked at early…
+    mac = device(client, "MAC-1")
+    assert mac["state"] == "up_to_date" and mac["history"] == before  # …nothing changed
+    assert run(client, sweep_all) == 0  # the exact time (the second report's window) stored
+    # A deadline needing a look before the stored time (72 h after the second report) is
+    # stored at once: due 2026-09-04 09:00 UTC (20:00 local in UTC−12, plus the grace).
+    soon = ENFORCE.model_copy(update={"deadline": "2026-09-03T20:00:00"})
+    send(client, report("MAC-1", expected=(soon,), at=clock.at))
+    eventually(lambda: device(client, "MAC-1")["state"] == "pending")
+    clock.at = datetime(2026, 9, 4, 9, 0, tzinfo=UTC)
+    assert run(client, sweep_all) == 1
+    mac = device(client, "MAC-1")
+    assert mac["state"] == "overdue" and mac["history"][0]["cause"] == "deadline"
+
+
 def test_a_registered_time_zone_moves_the_deadline(client, clock):
     tz = DeviceRegistered(
         enrollment_id="MAC-1", blueprint_id="bp-1", time_zone="Europe/Paris", changed_at=NOW

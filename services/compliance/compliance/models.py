@@ -35,6 +35,8 @@ devices = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_devices_blueprint_state", "blueprint_id", "state"),
     Index("ix_devices_state", "state", "state_since"),
+    # Room for in-place (HOT) updates: every report rewrites the row (see the migration).
+    postgresql_with={"fillfactor": 80},
 )
 
 device_inputs = Table(
@@ -42,6 +44,7 @@ device_inputs = Table(
     metadata,
     Column("enrollment_id", String(200), primary_key=True),
     Column("inputs", JsonDoc, nullable=False),  # compliance.rules.DeviceInputs
+    postgresql_with={"fillfactor": 80},
 )
 
 # One row per (Mac, managed item of its blueprint).

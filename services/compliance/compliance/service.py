@@ -136,7 +136,7 @@ class Fold:
             "deadline": overall.deadline,
             "due_at": overall.due_at,
             "state_since": row["state_since"] if row and previous == overall.state else now,
-            "next_check_at": j.next_check_at,
+            "next_check_at": _next_check(row["next_check_at"] if row else None, j, now),
             "last_report_at": inputs.last_report_at,
             "updated_at": now,
         }
@@ -266,6 +266,19 @@ class Fold:
             for key in _count_keys(mac.row, mac.written.values()):
                 deltas[key] += 1
         return deltas
+
+
+def _next_check(stored: datetime | None, j: Judgement, now: datetime) -> datetime | None:
+    """When the sweep should judge a Mac again: the judgement's time, unless the stored one
+    is still ahead and no later. Then the stored one stays: looking early costs the sweep
+    one judgement (which then stores the exact time), while keeping the indexed column
+    unchanged lets a report that changes no state update the row in place (a HOT update,
+    no index entries). Without this every report moved the stale window, and so the row's
+    four index entries."""
+    wanted = j.next_check_at
+    if stored is not None and wanted is not None and now < stored <= wanted:
+        return stored
+    return wanted
 
 
 def _count_keys(

@@ -247,10 +247,14 @@ class Fold:
         stuck = sorted(self.unjudgeable - self.judged - self.gone)
         if stuck:
             await store.defer(stuck, self.now + timedelta(hours=1))
-        await store.add_counts(self._count_deltas())
         await store.add_changes(self.changes)
         if self.events:
             await self.uow.outbox.add_many(DeviceComplianceChanged.TOPIC, self.events)
+        # Last, just before the commit: every transaction that changes a state updates the
+        # same few count rows (the fleet's, its blueprint's), and holds them until it
+        # commits, so concurrent batches queue here. Taken earlier, the other batches
+        # waited through this one's history and outbox writes too.
+        await store.add_counts(self._count_deltas())
 
     def _count_deltas(self) -> Counter[tuple[str, str, str, str]]:
         """What this transaction does to the running counts: every Mac's rows as loaded

@@ -57,6 +57,13 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        # asyncpg reads a timestamptz as an aware datetime in UTC already: no call per value
+        # (a compliance batch reads seven per Mac).
+        if dialect.name == "postgresql" and dialect.driver == "asyncpg":
+            return None
+        return super().result_processor(dialect, coltype)
+
 
 INBOX_TABLE = "processed_events"  # every service's database has it (`add_messaging_tables`)
 

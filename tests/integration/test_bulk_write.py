@@ -83,6 +83,7 @@ async def test_rows_round_trip_exactly_and_upserts_replace_the_rest(engine):
     got = {r["id"]: r for r in await read(engine)}
     assert got["t-1"]["n"] == 99 and got["t-1"]["doc"] == {"new": True}
     assert got["t-1"]["at"] == datetime(2026, 12, 1, 12, tzinfo=UTC)
+    assert all(r["at"].utcoffset() == timedelta(0) for r in got.values() if r["at"])
     assert got["t-0"] == rows[0] and got["t-4"] == row(4) and len(got) == 5
     # An offset with seconds (Amsterdam's local mean time in 1900: +00:19:32) is exact too.
     lmt = datetime(1900, 6, 1, 12, tzinfo=timezone(timedelta(minutes=19, seconds=32)))

@@ -367,6 +367,49 @@ async def test_counts_match_rows_after_moves_removals_and_sweep(engine: Any) -> 
     assert running[("fleet", "", "state", "unknown")] == 5
 
 
+async def test_counts_follow_a_version_a_blueprint_or_one_item_changing_alone(
+    engine: Any,
+) -> None:
+    """A Mac whose counted rows did not change is left out of the count deltas; each of the
+    things counted changing alone (the version, the blueprint, one item's state, the state
+    of a Mac without items) must still move the counts."""
+    both = [enforce("item-a"), enforce("item-b")]
+    await apply(
+        engine,
+        policy("bp-a", 1, item("item-a"), item("item-b")),
+        policy("bp-a2", 1, item("item-a"), item("item-b")),
+    )
+    await apply(engine, *[status(f"MAC-{i}", "bp-a", both) for i in range(3)])
+    await apply(engine, status("MAC-3", "bp-none", []))  # no policy: no items
+    later = NOW + timedelta(seconds=1)
+    await apply(
+        engine,
+        status("MAC-0", "bp-a", both, at=later, version="26.5"),  # still pending
+        status("MAC-1", "bp-a2", both, at=later),  # moved, same items and states
+        # item-b's target met, item-a still pending: the Mac stays pending
+        status("MAC-2", "bp-a", [enforce("item-a"), enforce("item-b", "26.4")], at=later),
+    )
+    assert (await item_rows(engine, "MAC-2"))["item-b"]["state"] == "up_to_date"
+    running, rebuilt = await running_vs_rebuilt(engine)
+    assert running == rebuilt
+    # item-b now targets macOS 27 (its row's major moves; MAC-2 is still on its target)
+    await apply(engine, policy("bp-a", 2, item("item-a"), item("item-b", 27)))
+    async with uow(engine) as u:
+        await sweep(u, NOW + timedelta(minutes=1), STALE, 100)
+        await u.commit()
+    mac2 = (await item_rows(engine, "MAC-2"))["item-b"]
+    assert (mac2["item_major"], mac2["state"]) == (27, "up_to_date")
+    running, rebuilt = await running_vs_rebuilt(engine)
+    assert running == rebuilt
+    async with uow(engine) as u:  # past the stale window: MAC-3 becomes unknown, no items
+        await sweep(u, NOW + timedelta(days=4), STALE, 100)
+        await u.commit()
+    running, rebuilt = await running_vs_rebuilt(engine)
+    assert running == rebuilt
+    assert running[("blueprint", "bp-a2", "state", "unknown")] == 1
+    assert running[("item", "item-b", "state", "unknown")] == 3
+
+
 def test_export_csv_failure_is_not_a_silent_200(pg: Any, tmp_path: Any) -> None:
     """An export that cannot run (here a NUL the database would refuse) is an error status,
     never a 200 with an empty body that looks like an empty fleet."""

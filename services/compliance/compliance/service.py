@@ -265,11 +265,31 @@ class Fold:
                 deltas[key] -= 1
         for eid in self.judged:
             mac = self.macs[eid]
+            if _counted_alike(mac):
+                continue  # most reports: nothing counted changed
             for key in _count_keys(mac.original, mac.items.values()):
                 deltas[key] -= 1
             for key in _count_keys(mac.row, mac.written.values()):
                 deltas[key] += 1
         return deltas
+
+
+def _counted_alike(mac: _Mac) -> bool:
+    """Whether a Mac's rows as written count where its rows as loaded did (the same
+    blueprint, state and version, the same items with the same state, version and major)."""
+    old, new = mac.original, mac.row
+    if old is None or new is None or mac.items.keys() != mac.written.keys():
+        return False
+    if any(old[k] != new[k] for k in _COUNTED):
+        return False
+    return all(
+        all(was[k] == now[k] for k in _COUNTED_ITEM)
+        for was, now in ((mac.items[i], row) for i, row in mac.written.items())
+    )
+
+
+_COUNTED = ("blueprint_id", "state", "os_version")
+_COUNTED_ITEM = ("state", "item_major")  # an item row has its Mac's version
 
 
 def _next_check(stored: datetime | None, j: Judgement, now: datetime) -> datetime | None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import secrets
+import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from managed_os.bus.protocol import EventBus
 from managed_os.clock import Clock
 from managed_os.service import ServiceSpec
 from managed_os.settings import ServiceSettings
+from managed_os.tasks import stop_task
 
 SPECS = {
     "catalog": "catalog.main:SPEC",
@@ -73,12 +75,37 @@ def embedded_settings(
     return result
 
 
+# How often a drain looks for connections accepted as it began (see `SignalFreeServer`).
+LATE_CONNECTION_CHECK_SECONDS = 0.02
+
+
 class SignalFreeServer(uvicorn.Server):
     """Leaves signals to the caller: one process may run several servers, and uvicorn's own
-    handling re-raises the signal after a graceful stop, so the process would die by it."""
+    handling re-raises the signal after a graceful stop, so the process would die by it.
+
+    Its drain also ends the connections uvicorn does not know yet when it begins: one accepted
+    just before the listening socket closed is known a loop turn later (asyncio calls
+    `connection_made` then), so uvicorn never told it to close. Kept alive, a client that
+    sends again as soon as it is answered (a Mac reporting) held the drain open until its
+    timeout, which then cancelled the request in flight: a 500."""
 
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
         return contextlib.nullcontext()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        told = set(self.server_state.connections)  # what uvicorn's shutdown tells at once
+        late = asyncio.create_task(self._close_late_connections(told))
+        try:
+            await super().shutdown(sockets)
+        finally:
+            await stop_task(late)
+
+    async def _close_late_connections(self, told: set[Any]) -> None:
+        while True:
+            for connection in self.server_state.connections - told:
+                connection.shutdown()  # closes it now if idle, after its answer otherwise
+                told.add(connection)
+            await asyncio.sleep(LATE_CONNECTION_CHECK_SECONDS)
 
 
 @dataclass

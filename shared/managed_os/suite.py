@@ -75,8 +75,10 @@ def embedded_settings(
     return result
 
 
-# How often a drain looks for connections accepted as it began (see `SignalFreeServer`).
+# How often a drain looks for connections accepted as it began, and how long such a connection
+# may go without a request before it is closed (see `SignalFreeServer`).
 LATE_CONNECTION_CHECK_SECONDS = 0.02
+LATE_CONNECTION_GRACE_SECONDS = 0.5
 
 
 class SignalFreeServer(uvicorn.Server):
@@ -87,7 +89,10 @@ class SignalFreeServer(uvicorn.Server):
     just before the listening socket closed is known a loop turn later (asyncio calls
     `connection_made` then), so uvicorn never told it to close. Kept alive, a client that
     sends again as soon as it is answered (a Mac reporting) held the drain open until its
-    timeout, which then cancelled the request in flight: a 500."""
+    timeout, which then cancelled the request in flight: a 500. Such a connection is told to
+    close after its answer once a request is under way; one that sends nothing within the
+    grace is closed (its first request may still be unread in the socket when it appears, and
+    closing it then would reset a request the client has already sent)."""
 
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
         return contextlib.nullcontext()
@@ -101,10 +106,17 @@ class SignalFreeServer(uvicorn.Server):
             await stop_task(late)
 
     async def _close_late_connections(self, told: set[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        appeared: dict[Any, float] = {}
         while True:
+            now = loop.time()
             for connection in self.server_state.connections - told:
-                connection.shutdown()  # closes it now if idle, after its answer otherwise
-                told.add(connection)
+                cycle = getattr(connection, "cycle", None)  # uvicorn's request in progress
+                busy = cycle is not None and not cycle.response_complete
+                since = appeared.setdefault(connection, now)
+                if busy or now - since >= LATE_CONNECTION_GRACE_SECONDS:
+                    connection.shutdown()  # after its answer if busy, else closed now
+                    told.add(connection)
             await asyncio.sleep(LATE_CONNECTION_CHECK_SECONDS)
 
 

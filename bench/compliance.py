@@ -76,12 +76,11 @@ ITEM = PolicyItem(
 STATES = ["pending", "in_progress", "up_to_date", "failed", "overdue"]
 
 
-# Each Mac's reports walk through an update as a real one does: enforced → downloading →
-# prepared → installing → on the new version (a few fail instead), so most events change a
-# state and write history and an outbox event.
-# The other stream, "steady": a fleet already up to date sending its reports (no state
-# changes after each Mac's first report), the common case between releases. Both are
-# measured unless BENCH_STREAM names one.
+# The phases each Mac's reports walk through, per stream. "updates": an update as a real
+# one goes, enforced → downloading → prepared → installing → on the new version (a few fail
+# instead), so most events change a state and write history and an outbox event. "steady":
+# a fleet already up to date reporting (no state changes after each Mac's first report), the
+# common case between releases. Both are measured unless BENCH_STREAM names one.
 STREAMS = {
     "updates": ["none", "downloading", "prepared", "installing", "done"],
     "steady": ["done"],

@@ -21,6 +21,17 @@ class EnvelopeError(ValueError):
     """A message that is not a CloudEvents 1.0 event we can read."""
 
 
+def new_id() -> str:
+    """A random (version 4) UUID as text, as `str(uuid.uuid4())` gives it, at less than half the
+    cost (1.1 against 2.5 µs): the same 16 random bytes with the version and variant bits set,
+    without the `UUID` object (every event a service emits gets one)."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40
+    b[8] = b[8] & 0x3F | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 @dataclass(frozen=True)
 class CloudEvent:
     """One event. `subject` carries the ordering key (device id, blueprint id, build)."""
@@ -29,7 +40,7 @@ class CloudEvent:
     source: str
     subject: str
     data: dict[str, Any]
-    id: str = field(default_factory=lambda: new_id())
+    id: str = field(default_factory=new_id)
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
     datacontenttype: str = JSON
     specversion: str = SPEC_VERSION
@@ -100,17 +111,6 @@ class CloudEvent:
         doc["data"] = body
         doc["datacontenttype"] = hdrs.get("content-type", JSON)
         return cls.from_structured(doc)
-
-
-def new_id() -> str:
-    """A random (version 4) UUID as text, as `str(uuid.uuid4())` gives it, at less than half the
-    cost (1.1 against 2.5 µs): the same 16 random bytes with the version and variant bits set,
-    without the `UUID` object (every event a service emits gets one)."""
-    b = bytearray(os.urandom(16))
-    b[6] = b[6] & 0x0F | 0x40
-    b[8] = b[8] & 0x3F | 0x80
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _parse_time(raw: Any) -> datetime:

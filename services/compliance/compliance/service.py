@@ -258,38 +258,34 @@ class Fold:
 
     def _count_deltas(self) -> Counter[tuple[str, str, str, str]]:
         """What this transaction does to the running counts: every Mac's rows as loaded
-        leave them, its rows as written join them."""
+        leave them, its rows as written join them (unless they count alike, as after most
+        reports)."""
         deltas: Counter[tuple[str, str, str, str]] = Counter()
         for mac in self.removed:
-            for key in _count_keys(mac.original, mac.items.values()):
+            for key in _count_keys(_counted(mac.original, mac.items.values())):
                 deltas[key] -= 1
         for eid in self.judged:
             mac = self.macs[eid]
-            if _counted_alike(mac):
-                continue  # most reports: nothing counted changed
-            for key in _count_keys(mac.original, mac.items.values()):
+            was = _counted(mac.original, mac.items.values())
+            now = _counted(mac.row, mac.written.values())
+            if was == now:
+                continue
+            for key in _count_keys(was):
                 deltas[key] -= 1
-            for key in _count_keys(mac.row, mac.written.values()):
+            for key in _count_keys(now):
                 deltas[key] += 1
         return deltas
 
 
-def _counted_alike(mac: _Mac) -> bool:
-    """Whether a Mac's rows as written count where its rows as loaded did (the same
-    blueprint, state and version, the same items with the same state, version and major)."""
-    old, new = mac.original, mac.row
-    if old is None or new is None or mac.items.keys() != mac.written.keys():
-        return False
-    if any(old[k] != new[k] for k in _COUNTED):
-        return False
-    return all(
-        all(was[k] == now[k] for k in _COUNTED_ITEM)
-        for was, now in ((mac.items[i], row) for i, row in mac.written.items())
-    )
+# What a Mac's rows count as: (blueprint, state, version) of the Mac or None, and
+# (item, state, version, major) per item row, in item order.
+Counted = tuple[tuple[str | None, str, str | None] | None, tuple[tuple[Any, ...], ...]]
 
 
-_COUNTED = ("blueprint_id", "state", "os_version")
-_COUNTED_ITEM = ("state", "item_major")  # an item row has its Mac's version
+def _counted(row: dict[str, Any] | None, items: Iterable[dict[str, Any]]) -> Counted:
+    mac = None if row is None else (row["blueprint_id"], row["state"], row["os_version"])
+    per_item = sorted((i["item_id"], i["state"], i["os_version"], i["item_major"]) for i in items)
+    return mac, tuple(per_item)
 
 
 def _next_check(stored: datetime | None, j: Judgement, now: datetime) -> datetime | None:
@@ -305,31 +301,25 @@ def _next_check(stored: datetime | None, j: Judgement, now: datetime) -> datetim
     return wanted
 
 
-def _count_keys(
-    row: dict[str, Any] | None, items: Iterable[dict[str, Any]]
-) -> list[tuple[str, str, str, str]]:
+def _count_keys(counted: Counted) -> list[tuple[str, str, str, str]]:
+    mac, items = counted
     keys: list[tuple[str, str, str, str]] = []
-    if row is not None:
-        bp, state, version = (
-            row["blueprint_id"] or "-",
-            row["state"],
-            row["os_version"] or "unknown",
-        )
+    if mac is not None:
+        bp, state, version = mac[0] or "-", mac[1], mac[2] or "unknown"
         keys += [
             ("fleet", "", "state", state),
             ("fleet", "", "version", version),
             ("blueprint", bp, "state", state),
             ("blueprint", bp, "version", version),
         ]
-    for item in items:
-        state, version = item["state"], item["os_version"] or "unknown"
-        keys += [
-            ("item", item["item_id"], "state", state),
-            ("item", item["item_id"], "version", version),
-        ]
-        if item["item_major"] is not None:
-            major = str(item["item_major"])
-            keys += [("major", major, "state", state), ("major", major, "version", version)]
+    for item_id, state, os_version, major in items:
+        version = os_version or "unknown"
+        keys += [("item", item_id, "state", state), ("item", item_id, "version", version)]
+        if major is not None:
+            keys += [
+                ("major", str(major), "state", state),
+                ("major", str(major), "version", version),
+            ]
     return keys
 
 

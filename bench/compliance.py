@@ -29,6 +29,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,7 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 from sqlalchemy import func, insert, select
 
-from bench.support import Server, fresh_database, start, stop
+from bench.support import Server, cpu_seconds, cpu_used, fresh_database, postgres_pids, start, stop
 from compliance import models
 from compliance.main import SPEC
 from compliance.repository import ComplianceStore
@@ -55,7 +56,7 @@ from managed_os.events import (
     to_event,
 )
 from managed_os.policy import DeviceFacts, ExpectedEnforcement, PolicyItem
-from tests.support.infra import free_port, tansu_broker
+from tests.support.infra import free_port, tansu_process
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
 DEVICES = int(os.environ.get("BENCH_EVENT_DEVICES", "20000"))
@@ -197,12 +198,21 @@ async def committed(admin: AIOKafkaAdminClient) -> int:
     return sum(max(o.offset, 0) for o in offsets.values())
 
 
-async def service_consume(bootstrap: str) -> tuple[float, float, int]:
+@dataclass
+class Consumed:
+    rate: float  # events/s over the counted window
+    cold: float  # events/s from the processes' start
+    macs: int
+    cpu: dict[str, float]  # CPU µs per event over the counted window, per party
+
+
+async def service_consume(bootstrap: str, broker_pid: int) -> Consumed:
     """Events/s of the compliance service as served (`managed-os serve compliance`, REPLICAS
     processes in one consumer group, as production runs at least two) into PostgreSQL.
     Counted from the moment the group has formed with all its members and a batch has
     committed (process start-up and the group's forming are left out) to the last event
-    applied; also returned: the rate counted from the processes' start."""
+    applied; also returned: the rate counted from the processes' start, and the CPU each
+    party used per event over the counted window (served processes, PostgreSQL, broker)."""
     async with fresh_database(SPEC) as engine:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOS_")}
         env.update(
@@ -238,6 +248,16 @@ async def service_consume(bootstrap: str) -> tuple[float, float, int]:
             admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
             await admin.start()
             first: tuple[float, int] | None = None
+            served = [r.proc.pid for r in replicas]
+
+            def cpu() -> dict[str, dict[int, float]]:
+                return {
+                    "served": cpu_seconds(served),
+                    "PostgreSQL": cpu_seconds(postgres_pids()),
+                    "broker": cpu_seconds([broker_pid]),
+                }
+
+            cpu_first: dict[str, dict[int, float]] = {}
             try:
                 while True:
                     # Progress is the group's committed offsets (committed after each
@@ -248,7 +268,9 @@ async def service_consume(bootstrap: str) -> tuple[float, float, int]:
                     now = time.perf_counter()
                     if first is None and done > 0 and await group_formed(admin, members):
                         first = (now, done)
+                        cpu_first = cpu()
                     if done >= target:
+                        cpu_last = cpu()
                         break
                     await asyncio.sleep(0.05)
             finally:
@@ -267,8 +289,12 @@ async def service_consume(bootstrap: str) -> tuple[float, float, int]:
         finally:
             for server in replicas:
                 await stop(server)
-        rate = (target - first[1]) / max(now - first[0], 1e-9)  # `first` is set: see above
-        return rate, target / (now - started), macs
+        counted = target - first[1]  # `first` is set: see above
+        rate = counted / max(now - first[0], 1e-9)
+        per_event = {
+            party: cpu_used(cpu_first[party], cpu_last[party]) / counted * 1e6 for party in cpu_last
+        }
+        return Consumed(rate, target / (now - started), macs, per_event)
 
 
 async def summary_times() -> dict[str, tuple[float, float]]:
@@ -350,7 +376,7 @@ async def main() -> None:
     for stream, phases in STREAMS.items():
         if wanted and stream != wanted:
             continue
-        with tansu_broker() as bootstrap:  # a fresh broker (and topics) per stream
+        with tansu_process() as (bootstrap, broker):  # a fresh broker (and topics) per stream
             t = time.perf_counter()
             await produce(bootstrap, phases)
             print(
@@ -358,7 +384,8 @@ async def main() -> None:
                 f"in {time.perf_counter() - t:.1f} s"
             )
             bare = await bare_consume(bootstrap)
-            rate, cold, macs = await service_consume(bootstrap)
+            consumed = await service_consume(bootstrap, broker.pid)
+        rate = consumed.rate
         print(f"  bare aiokafka consumer (read only):      {bare:>9,.0f} events/s")
         print(
             f"  compliance consumer into PostgreSQL:     {rate:>9,.0f} events/s "
@@ -367,7 +394,16 @@ async def main() -> None:
         )
         print(
             f"    {REPLICAS} served process(es); counted from the processes' start (start-up "
-            f"and the group's forming included): {cold:,.0f} events/s; Macs judged: {macs:,}"
+            f"and the group's forming included): {consumed.cold:,.0f} events/s; Macs judged: "
+            f"{consumed.macs:,}"
+        )
+        # At 20,000 events/s this machine's two cores give 100 µs per event to all parties.
+        cores = os.cpu_count() or 1
+        parts = ", ".join(f"{party} {us:.0f}" for party, us in consumed.cpu.items())
+        print(
+            f"    CPU per event over the counted window (µs, from /proc): {parts}; "
+            f"all {sum(consumed.cpu.values()):.0f} (20,000/s on {cores} cores "
+            f"leaves {cores * 1e6 / 20000:.0f})"
         )
     times = await summary_times()
     for label, (median, worst) in times.items():

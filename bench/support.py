@@ -63,6 +63,41 @@ async def start(name: str, port: int, argv: list[str], env: dict[str, str]) -> S
     raise SystemExit(f"{name} did not start")
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User and system CPU each process of `pids` (all its threads) has used so far, from
+    `/proc` (Linux); a process that has exited is left out."""
+    used = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two `cpu_seconds` readings (a process started in between
+    counts whole)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (the bench database's backends among
+    them, and the WAL writer, checkpointer and autovacuum that work for them)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as comm:
+                    if comm.read().strip() == "postgres":
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
 async def stop(server: Server) -> None:
     if server.proc.returncode is None:
         server.proc.terminate()

@@ -65,6 +65,14 @@ class UtcDateTime(TypeDecorator[datetime]):
         return super().result_processor(dialect, coltype)
 
 
+class JsonText(str):
+    """A JSON document already written as text, for a JSON column of `bulk_write`'s rows: it
+    is written as given, not serialised again (a caller that needed the text anyway, say to
+    compare it with what is stored, saves a second dump)."""
+
+    __slots__ = ()
+
+
 INBOX_TABLE = "processed_events"  # every service's database has it (`add_messaging_tables`)
 
 
@@ -220,10 +228,11 @@ async def bulk_write(
     - each JSON column travels as one array of texts, zipped to those rows by `ROWS FROM`:
       nested in the document, PostgreSQL would parse each value twice (the document, then
       the value into jsonb).
-    Elsewhere, an executemany."""
+    A JSON column's value may be given as `JsonText`. Elsewhere, an executemany."""
     if not rows:
         return
     if conn.dialect.name != "postgresql":
+        rows = [{k: _as_document(v) for k, v in row.items()} for row in rows]
         updates = [c for c in rows[0] if c not in keys]
         stmt: Any = sqlite_insert(table)
         if keys:
@@ -257,5 +266,16 @@ async def bulk_write(
     if len(plan.docs) < len(same):
         params["rows"] = to_json(list(rows), exclude=plan.skip).decode()
     for i, name in enumerate(plan.docs):
-        params[f"d{i}"] = [None if r[name] is None else to_json(r[name]).decode() for r in rows]
+        params[f"d{i}"] = [_as_json(r[name]) for r in rows]
     await conn.execute(plan.sql, params)
+
+
+def _as_json(value: Any) -> str | None:
+    if value is None or type(value) is JsonText:
+        return value
+    return to_json(value).decode()
+
+
+def _as_document(value: Any) -> Any:
+    """What SQLAlchemy's JSON type serialises itself (SQLite's path): `JsonText` parsed."""
+    return from_json(value) if type(value) is JsonText else value

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from managed_os.db import JsonDoc, UtcDateTime, bulk_write, make_engine
+from managed_os.db import JsonDoc, JsonText, UtcDateTime, bulk_write, make_engine
 
 metadata = MetaData()
 things = Table(
@@ -90,6 +90,19 @@ async def test_rows_round_trip_exactly_and_upserts_replace_the_rest(engine):
     async with engine.begin() as conn:
         await bulk_write(conn, things, [row(5, at=lmt)])
     assert {r["id"]: r["at"] for r in await read(engine)}["t-5"] == lmt
+
+
+async def test_a_document_given_as_json_text_is_stored_as_that_document(engine):
+    text = JsonText('{"nested": [1, 2.5, null, true, "x"], "huge": 1%s}' % ("0" * 30))
+    async with engine.begin() as conn:
+        await bulk_write(conn, things, [row(0, doc=text), row(1, doc=JsonText('"s"'))])
+        await bulk_write(conn, things, [row(1, doc=JsonText("[1, 2]"))], keys=["id"])
+    got = {r["id"]: r["doc"] for r in await read(engine)}
+    assert got == {"t-0": {"nested": [1, 2.5, None, True, "x"], "huge": 10**30}, "t-1": [1, 2]}
+    # A plain str is a JSON string as before.
+    async with engine.begin() as conn:
+        await bulk_write(conn, things, [row(2, doc="[1, 2]")])
+    assert {r["id"]: r["doc"] for r in await read(engine)}["t-2"] == "[1, 2]"
 
 
 async def test_a_naive_time_or_an_over_long_value_is_refused_and_nothing_is_written(engine):

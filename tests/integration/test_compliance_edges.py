@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from compliance import models
-from compliance.repository import ComplianceUnitOfWork
+from compliance.repository import ComplianceStore, ComplianceUnitOfWork
 from compliance.rules import due_at
 from compliance.service import apply_events, sweep
 from managed_os.bus.kafka import KafkaBus
@@ -455,6 +455,71 @@ async def test_sweep_survives_a_zone_this_host_does_not_know(engine: Any) -> Non
             await sweep(u, NOW + timedelta(days=2), STALE, 100)
         except Exception as exc:
             pytest.fail(f"one Mac's zone stops the sweep for every Mac: {exc!r}")
+
+
+# ---- 8. a report that changes nothing but its time -------------------------------------------
+
+
+async def test_a_report_that_changes_nothing_but_its_time_leaves_the_stored_inputs(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inputs document is rewritten only when a report changes it: the report time lives
+    on the judged row, and the stale window and every reader follow that row."""
+    written: list[list[str]] = []  # per batch, the Macs whose inputs document was written
+    save = ComplianceStore.save
+
+    async def spy(self: ComplianceStore, rows: Any, inputs: Any, *rest: Any) -> None:
+        written.append([i["enrollment_id"] for i in inputs])
+        await save(self, rows, inputs, *rest)
+
+    monkeypatch.setattr(ComplianceStore, "save", spy)
+
+    async def stored(eid: str) -> tuple[Any, Any]:
+        async with uow(engine) as u:
+            doc = (
+                await u.conn.execute(
+                    select(models.device_inputs.c.inputs).where(
+                        models.device_inputs.c.enrollment_id == eid
+                    )
+                )
+            ).scalar_one()
+            return doc, await u.store.device(eid)
+
+    await apply(engine, policy("bp-a", 1, item("item-a")))
+    await apply(engine, status("MAC-1", "bp-a", [enforce("item-a")]))
+    first, _ = await stored("MAC-1")
+    assert written[-1] == ["MAC-1"]
+    assert not {"reported_at", "last_report_at", "full_report"} & first.keys()
+
+    later = NOW + timedelta(hours=60)  # the same inputs, 60 hours on, in a partial report
+    again = status("MAC-1", "bp-a", [enforce("item-a")], at=later)
+    await apply(engine, again.model_copy(update={"full_report": False}), now=later)
+    assert written[-1] == []  # the document stands
+    doc, (inputs, row, _) = await stored("MAC-1")
+    assert doc == first
+    assert row["last_report_at"] == later and inputs.last_report_at == later
+    async with uow(engine) as u:  # 72 h after the first report, 12 h after the second
+        await sweep(u, NOW + STALE + timedelta(hours=1), STALE, 100)
+        await u.commit()
+    _, (_, row, _) = await stored("MAC-1")
+    assert row["state"] != "unknown"
+
+    # A report that changes anything else is written, and so is a new time zone.
+    moved = later + timedelta(hours=1)
+    await apply(
+        engine,
+        status("MAC-1", "bp-a", [enforce("item-a")], at=moved, install_state="downloading"),
+        now=moved,
+    )
+    assert written[-1] == ["MAC-1"]
+    doc, (inputs, _, _) = await stored("MAC-1")
+    assert doc["softwareupdate"]["install_state"] == "downloading"
+    assert inputs.softwareupdate.install_state == "downloading"
+    await apply(engine, registered("MAC-1", "bp-a", "Asia/Tokyo"), now=moved)
+    assert written[-1] == ["MAC-1"]
+    doc, (inputs, row, _) = await stored("MAC-1")
+    assert doc["time_zone"] == inputs.time_zone == "Asia/Tokyo"
+    assert row["last_report_at"] == inputs.last_report_at == moved
 
 
 # ---- the sweep's re-evaluation against a consumer batch, and blueprint revisions ---------------

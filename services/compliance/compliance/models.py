@@ -33,6 +33,10 @@ devices = Table(
     Column("next_check_at", UtcDateTime, index=True),
     Column("last_report_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Digest of the stored inputs document (`device_inputs`), which leaves the report time
+    # to `last_report_at`: a report that changes nothing but its time leaves the document as
+    # it is (most reports of a fleet between updates).
+    Column("inputs_digest", String(32)),
     Index("ix_devices_blueprint_state", "blueprint_id", "state"),
     Index("ix_devices_state", "state", "state_since"),
     # Room for in-place (HOT) updates: every report rewrites the row (see the migration).
@@ -43,7 +47,8 @@ device_inputs = Table(
     "device_inputs",
     metadata,
     Column("enrollment_id", String(200), primary_key=True),
-    Column("inputs", JsonDoc, nullable=False),  # compliance.rules.DeviceInputs
+    # compliance.rules.DeviceInputs, less `last_report_at` (on the judged row)
+    Column("inputs", JsonDoc, nullable=False),
     postgresql_with={"fillfactor": 80},
 )
 

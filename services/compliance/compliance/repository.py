@@ -107,7 +107,9 @@ class ComplianceStore:
                 )
                 for row in await self.conn.execute(query):
                     _, data, its = out[row.enrollment_id]
-                    out[row.enrollment_id] = (DeviceInputs.model_validate(row.inputs), data, its)
+                    # The document leaves the report time to the judged row.
+                    doc = {**row.inputs, "last_report_at": data["last_report_at"]}
+                    out[row.enrollment_id] = (DeviceInputs.model_validate(doc), data, its)
         return out
 
     async def save(

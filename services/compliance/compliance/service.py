@@ -16,13 +16,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from hashlib import blake2b
 from typing import Any, cast
 
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 
 from compliance.repository import ComplianceUnitOfWork
 from compliance.rules import DeviceInputs, Judgement, Verdict, evaluate
 from managed_os.cloudevents import CloudEvent, EnvelopeError
+from managed_os.db import JsonText
 from managed_os.events import (
     DeviceComplianceChanged,
     DeviceManifestChanged,
@@ -48,7 +50,7 @@ class _Mac:
     items: dict[str, dict[str, Any]]  # stored item rows
     dirty_inputs: bool = False
     original: dict[str, Any] | None = None  # the judged row as loaded (for count deltas)
-    # The inputs as a JSON document when an event gave them whole (saves a dump).
+    # The inputs as their stored document when an event gave them whole (saves a dump).
     document: dict[str, Any] | None = None
     written: dict[str, dict[str, Any]] = field(default_factory=dict)  # judged item rows
 
@@ -139,6 +141,7 @@ class Fold:
             "next_check_at": _next_check(row["next_check_at"] if row else None, j, now),
             "last_report_at": inputs.last_report_at,
             "updated_at": now,
+            "inputs_digest": row["inputs_digest"] if row else None,  # see `flush`
         }
         if previous != overall.state:
             self._change(inputs, None, previous, overall, cause)
@@ -235,8 +238,12 @@ class Fold:
             assert mac.row is not None
             rows.append(mac.row)
             if mac.dirty_inputs:
-                doc = mac.document or mac.loaded().model_dump(mode="json")
-                inputs.append({"enrollment_id": eid, "inputs": doc})
+                # Written only if it differs from the stored one: a report that changes
+                # nothing but its time (on the judged row) leaves the document alone.
+                document, digest = _document(mac)
+                mac.row["inputs_digest"] = digest
+                if digest != (mac.original or {}).get("inputs_digest"):
+                    inputs.append({"enrollment_id": eid, "inputs": JsonText(document.decode())})
             written = mac.written
             for item_id, row in written.items():
                 old = mac.items.get(item_id)
@@ -286,6 +293,16 @@ def _counted(row: dict[str, Any] | None, items: Iterable[dict[str, Any]]) -> Cou
     mac = None if row is None else (row["blueprint_id"], row["state"], row["os_version"])
     per_item = sorted((i["item_id"], i["state"], i["os_version"], i["item_major"]) for i in items)
     return mac, tuple(per_item)
+
+
+def _document(mac: _Mac) -> tuple[bytes, str]:
+    """A Mac's inputs as stored (JSON, the report time left to the judged row), and their
+    digest."""
+    doc = mac.document
+    if doc is None:
+        doc = mac.loaded().model_dump(mode="json", exclude={"last_report_at"})
+    text = to_json(doc)
+    return text, blake2b(text, digest_size=16).hexdigest()
 
 
 def _next_check(stored: datetime | None, j: Judgement, now: datetime) -> datetime | None:
@@ -420,11 +437,10 @@ async def apply_events(
                 continue  # an older report arriving late changes nothing
             tz = mac.inputs.time_zone if mac.inputs else (mac.row or {}).get("time_zone")
             mac.inputs = status_inputs(payload, tz)
-            mac.document = {
-                **event.data,
-                "last_report_at": event.data["reported_at"],
-                "time_zone": tz,
-            }
+            # The stored document: the report's inputs, less its time (on the judged row).
+            data = event.data
+            mac.document = {k: data[k] for k in _REPORTED_INPUTS if k in data}
+            mac.document["time_zone"] = tz
             await _judge(fold, mac, payload.enrollment_id, cause)
         elif isinstance(payload, PolicyPublished):
             if await uow.store.put_blueprint(
@@ -450,6 +466,13 @@ async def _judge(fold: Fold, mac: _Mac, enrollment_id: str, cause: str) -> None:
     fold.judge(enrollment_id, cause)
 
 
+# What a status report's data gives the stored inputs document, in the report's own form: the
+# inputs' fields but the time zone (from the registry) and the report time (the judged row's
+# `last_report_at`). A report's other fields (whether it was a full report) judge nothing, and
+# left in they would make a document differ from the stored one where no input did.
+_REPORTED_INPUTS = tuple(
+    k for k in DeviceInputs.model_fields if k not in ("time_zone", "last_report_at")
+)
 DeviceEvent = DeviceStatusReported | DeviceManifestChanged | DeviceRegistered | DeviceUnenrolled
 DEVICE_EVENTS = frozenset(
     (DeviceStatusReported, DeviceManifestChanged, DeviceRegistered, DeviceUnenrolled)

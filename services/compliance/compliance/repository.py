@@ -40,7 +40,7 @@ from compliance.models import (
     state_changes,
 )
 from compliance.rules import DeviceInputs
-from managed_os.db import bulk_write, hold_sqlite_writes
+from managed_os.db import bulk_write, hold_sqlite_writes, records
 from managed_os.policy import PolicyItem
 from managed_os.uow import SqlUnitOfWork
 
@@ -94,12 +94,12 @@ class ComplianceStore:
             )
             if lock and self.postgres:
                 query = query.with_for_update()
-            for row in await self.conn.execute(query):
-                out[row.enrollment_id] = (None, dict(row._mapping), {})
+            for data in records(await self.conn.execute(query)):
+                out[data["enrollment_id"]] = (None, data, {})
             items = select(device_items).where(self._among(device_items.c.enrollment_id, chunk))
-            for row in await self.conn.execute(items):
-                if row.enrollment_id in out:
-                    out[row.enrollment_id][2][row.item_id] = dict(row._mapping)
+            for data in records(await self.conn.execute(items)):
+                if data["enrollment_id"] in out:
+                    out[data["enrollment_id"]][2][data["item_id"]] = data
             wanted = [e for e in chunk if e in out and (inputs_of is None or e in inputs_of)]
             if wanted:
                 query = select(device_inputs).where(
@@ -170,7 +170,7 @@ class ComplianceStore:
             .order_by(state_changes.c.at.desc(), state_changes.c.id.desc())
             .limit(limit)
         )
-        return [dict(r._mapping) for r in await self.conn.execute(query)]
+        return records(await self.conn.execute(query))
 
     # ---- blueprints ------------------------------------------------------------------------
 
@@ -348,7 +348,7 @@ class ComplianceStore:
             .order_by(table.c.state_since, table.c.enrollment_id)
             .limit(limit)
         )
-        return [dict(r._mapping) for r in await self.conn.execute(query)]
+        return records(await self.conn.execute(query))
 
     def device_query(
         self,
@@ -373,7 +373,7 @@ class ComplianceStore:
         return query
 
     async def page(self, query: Select[Any], limit: int) -> list[dict[str, Any]]:
-        return [dict(r._mapping) for r in await self.conn.execute(query.limit(limit))]
+        return records(await self.conn.execute(query.limit(limit)))
 
     async def device(
         self, enrollment_id: str

@@ -79,7 +79,8 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
 
 def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU seconds used between two `cpu_seconds` readings (a process started in between
-    counts whole)."""
+    counts whole; one that exited in between is missed, as a short-lived autovacuum worker
+    would be: a small undercount)."""
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 

@@ -240,7 +240,9 @@ async def bulk_write(
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        rows = [{k: _as_document(v) for k, v in row.items()} for row in rows]
+        docs = [c for c in rows[0] if isinstance(table.c[c].type, JSON)]
+        if any(type(row[c]) is JsonText for row in rows for c in docs):
+            rows = [{**row, **{c: _as_document(row[c]) for c in docs}} for row in rows]
         updates = [c for c in rows[0] if c not in keys]
         stmt: Any = sqlite_insert(table)
         if keys:

@@ -463,8 +463,9 @@ async def test_sweep_survives_a_zone_this_host_does_not_know(engine: Any) -> Non
 async def test_a_report_that_changes_nothing_but_its_time_leaves_the_stored_inputs(
     engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The inputs document is rewritten only when a report changes it: the report time lives
-    on the judged row, and the stale window and every reader follow that row."""
+    """The inputs document is rewritten only when a report changes it, or once the hour
+    turns (so its report time, which the previous release reads, is never an hour behind);
+    the stale window and every reader of this release follow the judged row's time."""
     written: list[list[str]] = []  # per batch, the Macs whose inputs document was written
     save = ComplianceStore.save
 
@@ -485,41 +486,53 @@ async def test_a_report_that_changes_nothing_but_its_time_leaves_the_stored_inpu
             ).scalar_one()
             return doc, await u.store.device(eid)
 
+    def report(minutes: int, **changes: Any) -> DeviceStatusReported:
+        at = NOW + timedelta(minutes=minutes)  # NOW is 12:00
+        return status("MAC-1", "bp-a", [enforce("item-a")], at=at, **changes)
+
     await apply(engine, policy("bp-a", 1, item("item-a")))
-    await apply(engine, status("MAC-1", "bp-a", [enforce("item-a")]))
+    await apply(engine, report(0))
     first, _ = await stored("MAC-1")
     assert written[-1] == ["MAC-1"]
-    assert not {"reported_at", "last_report_at", "full_report"} & first.keys()
+    assert "full_report" not in first
+    assert datetime.fromisoformat(first["last_report_at"]) == NOW  # what older releases read
 
-    later = NOW + timedelta(hours=60)  # the same inputs, 60 hours on, in a partial report
-    again = status("MAC-1", "bp-a", [enforce("item-a")], at=later)
-    await apply(engine, again.model_copy(update={"full_report": False}), now=later)
-    assert written[-1] == []  # the document stands
+    # The same inputs 20 minutes on, in a partial report: the document stands.
+    await apply(engine, report(20).model_copy(update={"full_report": False}), now=NOW)
+    assert written[-1] == []
     doc, (inputs, row, _) = await stored("MAC-1")
     assert doc == first
+    later = NOW + timedelta(minutes=20)
     assert row["last_report_at"] == later and inputs.last_report_at == later
-    async with uow(engine) as u:  # 72 h after the first report, 12 h after the second
-        await sweep(u, NOW + STALE + timedelta(hours=1), STALE, 100)
+    # 72 h 10 min after the first report, 71 h 50 min after the second: not stale.
+    async with uow(engine) as u:
+        await sweep(u, NOW + STALE + timedelta(minutes=10), STALE, 100)
         await u.commit()
     _, (_, row, _) = await stored("MAC-1")
-    assert row["state"] != "unknown"
+    assert row["state"] != "unknown" and row["next_check_at"] > NOW + STALE
+    # The sweep kept the digest: the next unchanged report within the hour is not written.
+    await apply(engine, report(30), now=NOW + STALE + timedelta(minutes=11))
+    assert written[-1] == []
+
+    # The hour turns: written once more, with its time.
+    await apply(engine, report(61), now=NOW + STALE + timedelta(minutes=12))
+    assert written[-1] == ["MAC-1"]
+    doc, _ = await stored("MAC-1")
+    assert datetime.fromisoformat(doc["last_report_at"]) == NOW + timedelta(minutes=61)
 
     # A report that changes anything else is written, and so is a new time zone.
-    moved = later + timedelta(hours=1)
-    await apply(
-        engine,
-        status("MAC-1", "bp-a", [enforce("item-a")], at=moved, install_state="downloading"),
-        now=moved,
-    )
+    await apply(engine, report(62, install_state="downloading"), now=NOW + STALE)
     assert written[-1] == ["MAC-1"]
     doc, (inputs, _, _) = await stored("MAC-1")
     assert doc["softwareupdate"]["install_state"] == "downloading"
     assert inputs.softwareupdate.install_state == "downloading"
-    await apply(engine, registered("MAC-1", "bp-a", "Asia/Tokyo"), now=moved)
+    await apply(engine, registered("MAC-1", "bp-a", "Asia/Tokyo"), now=NOW + STALE)
     assert written[-1] == ["MAC-1"]
     doc, (inputs, row, _) = await stored("MAC-1")
     assert doc["time_zone"] == inputs.time_zone == "Asia/Tokyo"
+    moved = NOW + timedelta(minutes=62)
     assert row["last_report_at"] == inputs.last_report_at == moved
+    assert datetime.fromisoformat(doc["last_report_at"]) == moved
 
 
 # ---- the sweep's re-evaluation against a consumer batch, and blueprint revisions ---------------

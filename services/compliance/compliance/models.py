@@ -33,9 +33,9 @@ devices = Table(
     Column("next_check_at", UtcDateTime, index=True),
     Column("last_report_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
-    # Digest of the stored inputs document (`device_inputs`), which leaves the report time
-    # to `last_report_at`: a report that changes nothing but its time leaves the document as
-    # it is (most reports of a fleet between updates).
+    # Digest of the stored inputs document (`device_inputs`) less its report time, with the
+    # report's hour: a report that changes nothing else within the hour leaves the document
+    # as it is (most reports of a fleet between updates); `last_report_at` here is the time.
     Column("inputs_digest", String(32)),
     Index("ix_devices_blueprint_state", "blueprint_id", "state"),
     Index("ix_devices_state", "state", "state_since"),
@@ -47,7 +47,8 @@ device_inputs = Table(
     "device_inputs",
     metadata,
     Column("enrollment_id", String(200), primary_key=True),
-    # compliance.rules.DeviceInputs, less `last_report_at` (on the judged row)
+    # compliance.rules.DeviceInputs; its `last_report_at` may be up to an hour behind the
+    # judged row's, which is the one read (see `inputs_digest`)
     Column("inputs", JsonDoc, nullable=False),
     postgresql_with={"fillfactor": 80},
 )

@@ -107,7 +107,7 @@ class ComplianceStore:
                 )
                 for row in await self.conn.execute(query):
                     _, data, its = out[row.enrollment_id]
-                    # The document leaves the report time to the judged row.
+                    # The judged row has the report time (the document's may be older).
                     doc = {**row.inputs, "last_report_at": data["last_report_at"]}
                     out[row.enrollment_id] = (DeviceInputs.model_validate(doc), data, its)
         return out

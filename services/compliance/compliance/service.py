@@ -238,12 +238,13 @@ class Fold:
             assert mac.row is not None
             rows.append(mac.row)
             if mac.dirty_inputs:
-                # Written only if it differs from the stored one: a report that changes
-                # nothing but its time (on the judged row) leaves the document alone.
-                document, digest = _document(mac)
+                # Written only if it differs from the stored one in more than its time (see
+                # `_document`): most reports of a fleet between updates leave it alone.
+                content, digest = _document(mac)
                 mac.row["inputs_digest"] = digest
                 if digest != (mac.original or {}).get("inputs_digest"):
-                    inputs.append({"enrollment_id": eid, "inputs": JsonText(document.decode())})
+                    at = mac.loaded().last_report_at
+                    inputs.append({"enrollment_id": eid, "inputs": _stored(content, at)})
             written = mac.written
             for item_id, row in written.items():
                 old = mac.items.get(item_id)
@@ -296,13 +297,29 @@ def _counted(row: dict[str, Any] | None, items: Iterable[dict[str, Any]]) -> Cou
 
 
 def _document(mac: _Mac) -> tuple[bytes, str]:
-    """A Mac's inputs as stored (JSON, the report time left to the judged row), and their
-    digest."""
+    """A Mac's inputs document less its report time (JSON), and the digest the judged row
+    keeps of it. The digest covers the hour of the report too, so a document stands at most
+    until the hour turns, and its report time is never more than an hour behind the judged
+    row's `last_report_at`, which this release reads. That bounds what a replica of the
+    previous release (which reads the document's time, and writes the document without the
+    digest) sees and leaves behind during a rolling update: a time under an hour old, and a
+    digest that stops matching within the hour."""
     doc = mac.document
+    inputs = mac.loaded()
     if doc is None:
-        doc = mac.loaded().model_dump(mode="json", exclude={"last_report_at"})
-    text = to_json(doc)
-    return text, blake2b(text, digest_size=16).hexdigest()
+        doc = inputs.model_dump(mode="json", exclude={"last_report_at"})
+    content = to_json(doc)
+    at = inputs.last_report_at
+    hour = b"-" if at is None else str(int(at.timestamp()) // 3600).encode()
+    return content, blake2b(content + b"@" + hour, digest_size=16).hexdigest()
+
+
+def _stored(content: bytes, at: datetime | None) -> JsonText:
+    """The document as stored: `content` (a JSON object) with the report time it is written
+    for."""
+    time = b'"last_report_at":' + to_json(at)
+    body = content[:-1] + (b"," + time if content != b"{}" else time) + b"}"
+    return JsonText(body.decode())
 
 
 def _next_check(stored: datetime | None, j: Judgement, now: datetime) -> datetime | None:
@@ -437,7 +454,7 @@ async def apply_events(
                 continue  # an older report arriving late changes nothing
             tz = mac.inputs.time_zone if mac.inputs else (mac.row or {}).get("time_zone")
             mac.inputs = status_inputs(payload, tz)
-            # The stored document: the report's inputs, less its time (on the judged row).
+            # The report's inputs as stored (less the time, which `flush` adds).
             data = event.data
             mac.document = {k: data[k] for k in _REPORTED_INPUTS if k in data}
             mac.document["time_zone"] = tz
@@ -467,9 +484,9 @@ async def _judge(fold: Fold, mac: _Mac, enrollment_id: str, cause: str) -> None:
 
 
 # What a status report's data gives the stored inputs document, in the report's own form: the
-# inputs' fields but the time zone (from the registry) and the report time (the judged row's
-# `last_report_at`). A report's other fields (whether it was a full report) judge nothing, and
-# left in they would make a document differ from the stored one where no input did.
+# inputs' fields but the time zone (from the registry) and the report time (see `_document`).
+# A report's other fields (whether it was a full report) judge nothing, and left in they would
+# make a document differ from the stored one where no input did.
 _REPORTED_INPUTS = tuple(
     k for k in DeviceInputs.model_fields if k not in ("time_zone", "last_report_at")
 )

@@ -74,6 +74,10 @@ def test_the_typed_payload_comes_back_and_unknown_types_are_skipped():
             b"[1]",
             [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"s"), ("ce_type", b"t")],
         ),
+        # A header that is not UTF-8: an envelope error (the consumer skips the message), not
+        # a UnicodeDecodeError, which no consumer loop expects and which stopped the member.
+        (b"{}", [("ce_specversion", b"1.0"), ("ce_id", b"\xff1"), ("ce_type", b"t")]),
+        (b"{}", [("content-type", b"\xc3(")]),
     ],
 )
 def test_unreadable_messages_raise_an_envelope_error(value, headers):

@@ -32,6 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import TypeDecorator
 
+from managed_os.cloudevents import MAX_ID_LENGTH
+
 # JSON column: JSONB on PostgreSQL, JSON text elsewhere.
 JsonDoc = JSON().with_variant(JSONB(), "postgresql")
 # Integer primary keys that autoincrement on both backends (SQLite needs plain INTEGER).
@@ -84,7 +86,7 @@ def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("id", BigId, primary_key=True, autoincrement=True),
         Column("topic", String(200), nullable=False),
         Column("key", String(200), nullable=False),
-        Column("event_id", String(64), nullable=False, unique=True),
+        Column("event_id", String(MAX_ID_LENGTH), nullable=False, unique=True),
         Column("event_type", String(200), nullable=False),
         Column("envelope", JsonDoc, nullable=False),
         Column("created_at", UtcDateTime, nullable=False),
@@ -93,7 +95,7 @@ def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         INBOX_TABLE,
         metadata,
         Column("consumer", String(100), primary_key=True),
-        Column("event_id", String(64), primary_key=True),
+        Column("event_id", String(MAX_ID_LENGTH), primary_key=True),
         Column("processed_at", UtcDateTime, nullable=False),
     )
     return outbox, processed

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from managed_os import auth
-from managed_os.cloudevents import CloudEvent, EnvelopeError, new_id
+from managed_os.cloudevents import MAX_ID_LENGTH, CloudEvent, EnvelopeError, new_id
 from managed_os.errors import Forbidden, Unauthorized
 from managed_os.events import ReleaseData, ReleasePublished, from_event, to_event
 
@@ -64,6 +64,9 @@ def test_the_typed_payload_comes_back_and_unknown_types_are_skipped():
     assert from_event(other) is None
 
 
+BINARY = [("ce_specversion", b"1.0"), ("ce_source", b"s"), ("ce_type", b"t")]
+
+
 @pytest.mark.parametrize(
     ("value", "headers"),
     [
@@ -78,11 +81,25 @@ def test_the_typed_payload_comes_back_and_unknown_types_are_skipped():
         # a UnicodeDecodeError, which no consumer loop expects and which stopped the member.
         (b"{}", [("ce_specversion", b"1.0"), ("ce_id", b"\xff1"), ("ce_type", b"t")]),
         (b"{}", [("content-type", b"\xc3(")]),
+        # What PostgreSQL cannot store would fail every batch the event is in: an id longer
+        # than the inboxes keep, a NUL in the data or in a header.
+        (b"{}", [*BINARY, ("ce_id", b"x" * (MAX_ID_LENGTH + 1))]),
+        (b'{"os": {"version": "26\\u0000"}}', [*BINARY, ("ce_id", b"1")]),
+        (b'{"keys \\u0000 too": 1}', [*BINARY, ("ce_id", b"1")]),
+        (b"{}", [*BINARY, ("ce_id", b"1"), ("ce_subject", b"MAC\x00")]),
     ],
 )
 def test_unreadable_messages_raise_an_envelope_error(value, headers):
     with pytest.raises(EnvelopeError):
         CloudEvent.from_kafka(value, headers)
+
+
+def test_the_longest_id_and_an_escaped_backslash_before_u0000_are_read():
+    event = CloudEvent.from_kafka(
+        b'{"note": "a \\\\u0000 is six characters"}', [*BINARY, ("ce_id", b"x" * MAX_ID_LENGTH)]
+    )
+    assert event.data == {"note": "a \\u0000 is six characters"}
+    assert event.id == "x" * MAX_ID_LENGTH
 
 
 def test_a_token_carries_its_scopes_and_write_implies_read():

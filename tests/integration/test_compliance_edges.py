@@ -240,6 +240,39 @@ async def test_one_bad_event_does_not_block_the_batch(engine: Any) -> None:
     assert row["due_at"] == due_at(row["deadline"], None)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        status("M" * 201, "bp-a", [enforce("item-a")]),
+        status("MAC-9", "b" * 37, [enforce("item-a")]),
+        status("MAC-9", "bp-a", [enforce("item-a")], version="26." + "1" * 30),
+        status("MAC-9", "bp-a", [enforce("item-a", target="26." + "1" * 30)]),
+        status("MAC-9", "bp-a", [enforce("i" * 37)]),
+        registered("MAC-9", "bp-a", "Europe/" + "x" * 58),
+        policy("bp-a", 2, item("i" * 37)),
+        policy("b" * 37, 1, item("item-a")),
+    ],
+    ids=["enrollment", "blueprint", "os", "target", "item", "zone", "policy item", "policy"],
+)
+async def test_an_event_naming_a_value_too_long_to_store_is_skipped(
+    engine: Any, bad: EventPayload
+) -> None:
+    """PostgreSQL refuses a value longer than its column: such an event failed its whole
+    batch, which was redelivered forever, stopping every partition in it. It is skipped (and
+    logged); the rest of the batch is applied."""
+    await apply(engine, policy("bp-a", 1, item("item-a")))
+    try:
+        n = await apply(engine, bad, status("MAC-1", "bp-a", [enforce("item-a")]))
+    except Exception as exc:
+        pytest.fail(f"an overlong value failed the whole batch: {exc!r}")
+    assert n == 1
+    assert (await item_rows(engine, "MAC-1"))["item-a"]["state"] == "pending"
+    async with uow(engine) as u:
+        macs = (await u.conn.execute(select(models.devices.c.enrollment_id))).scalars().all()
+        revision = (await u.conn.execute(select(models.blueprints.c.revision))).scalars().all()
+    assert macs == ["MAC-1"] and revision == [1]
+
+
 # ---- 4. hostile query strings on PostgreSQL -------------------------------------------------
 
 

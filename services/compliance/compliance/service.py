@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from pydantic_core import to_json, to_jsonable_python
 
+from compliance.models import device_items, devices
 from compliance.repository import ComplianceUnitOfWork
 from compliance.rules import DeviceInputs, Judgement, Verdict, evaluate
 from managed_os.cloudevents import CloudEvent, EnvelopeError
@@ -406,8 +407,12 @@ async def apply_events(
     for event in events:
         try:
             payload = from_event(event)
+            if payload is not None:
+                _check_storable(payload)
         except EnvelopeError as exc:
-            log.error("skipping unreadable event", extra={"error": str(exc)})
+            # Skipped, never retried: the same event would fail its batch again and again,
+            # and with it every partition of the batch.
+            log.error("skipping unreadable event", extra={"error": str(exc), "id": event.id})
             continue
         if payload is not None:
             parsed.append((event, payload))
@@ -490,6 +495,43 @@ async def _judge(fold: Fold, mac: _Mac, enrollment_id: str, cause: str) -> None:
 _REPORTED_INPUTS = tuple(
     k for k in DeviceInputs.model_fields if k not in ("time_zone", "last_report_at")
 )
+# The longest value each column holds of what events name (PostgreSQL refuses a longer one,
+# which would fail the batch).
+_LIMITS = {
+    name: int(column.type.length)  # type: ignore[attr-defined]
+    for name, column in (
+        ("enrollment_id", devices.c.enrollment_id),
+        ("blueprint_id", devices.c.blueprint_id),
+        ("time_zone", devices.c.time_zone),
+        ("os_version", devices.c.os_version),
+        ("target_version", devices.c.target_version),
+        ("item_id", device_items.c.item_id),
+    )
+}
+
+
+def _check_storable(payload: EventPayload) -> None:
+    """Raises `EnvelopeError` for an event naming a value longer than the column it is stored
+    in (an enrollment id, a blueprint or item id, a time zone, an OS or target version)."""
+    values: list[tuple[str, str | None]] = []
+    if isinstance(payload, PolicyPublished):
+        values.append(("blueprint_id", payload.blueprint_id))
+        values += [("item_id", i.item_id) for i in payload.items]
+    elif isinstance(payload, DeviceEvent):
+        values.append(("enrollment_id", payload.enrollment_id))
+        if not isinstance(payload, DeviceUnenrolled):
+            values.append(("blueprint_id", payload.blueprint_id))
+        if isinstance(payload, DeviceRegistered):
+            values.append(("time_zone", payload.time_zone))
+        if isinstance(payload, DeviceStatusReported | DeviceManifestChanged):
+            values.append(("os_version", payload.facts.os_version))
+            for e in payload.expected:
+                values += [("item_id", e.item_id), ("target_version", e.target_version)]
+    for name, value in values:
+        if value is not None and len(value) > _LIMITS[name]:
+            raise EnvelopeError(f"{name} is longer than {_LIMITS[name]} characters")
+
+
 DeviceEvent = DeviceStatusReported | DeviceManifestChanged | DeviceRegistered | DeviceUnenrolled
 DEVICE_EVENTS = frozenset(
     (DeviceStatusReported, DeviceManifestChanged, DeviceRegistered, DeviceUnenrolled)

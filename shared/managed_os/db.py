@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import TypeDecorator
 
-from managed_os.cloudevents import MAX_ID_LENGTH
+from managed_os.cloudevents import MAX_ID_LENGTH, EnvelopeError
 
 # JSON column: JSONB on PostgreSQL, JSON text elsewhere.
 JsonDoc = JSON().with_variant(JSONB(), "postgresql")
@@ -175,6 +175,22 @@ def records(result: Result[Any]) -> list[dict[str, Any]]:
     the mapping view key by key (a compliance batch reads two rows per Mac)."""
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+def check_fits(values: Iterable[tuple[Column[Any], Any]]) -> None:
+    """Raises `EnvelopeError` for a value an event names that its column cannot hold: text
+    longer than a `String(n)`, an integer beyond an `Integer`'s 32 bits. Consumers call it
+    before storing what an event names: PostgreSQL would refuse the value, failing the event
+    (or its whole batch) on every redelivery and stopping the partitions behind it; an
+    `EnvelopeError` is logged and skipped instead."""
+    for column, value in values:
+        kind = column.type
+        if isinstance(value, str):
+            length = getattr(kind, "length", None)
+            if length is not None and len(value) > length:
+                raise EnvelopeError(f"{column.name} is longer than {length} characters")
+        elif isinstance(value, int) and type(kind) is Integer and not -(2**31) <= value < 2**31:
+            raise EnvelopeError(f"{column.name} {value} is out of range")
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

@@ -20,12 +20,13 @@ from hashlib import blake2b
 from typing import Any, cast
 
 from pydantic_core import to_json, to_jsonable_python
+from sqlalchemy import Column
 
 from compliance.models import device_items, devices
 from compliance.repository import ComplianceUnitOfWork
 from compliance.rules import DeviceInputs, Judgement, Verdict, evaluate
 from managed_os.cloudevents import CloudEvent, EnvelopeError
-from managed_os.db import JsonText
+from managed_os.db import JsonText, check_fits
 from managed_os.events import (
     DeviceComplianceChanged,
     DeviceManifestChanged,
@@ -495,41 +496,29 @@ async def _judge(fold: Fold, mac: _Mac, enrollment_id: str, cause: str) -> None:
 _REPORTED_INPUTS = tuple(
     k for k in DeviceInputs.model_fields if k not in ("time_zone", "last_report_at")
 )
-# The longest value each column holds of what events name (PostgreSQL refuses a longer one,
-# which would fail the batch).
-_LIMITS = {
-    name: int(column.type.length)  # type: ignore[attr-defined]
-    for name, column in (
-        ("enrollment_id", devices.c.enrollment_id),
-        ("blueprint_id", devices.c.blueprint_id),
-        ("time_zone", devices.c.time_zone),
-        ("os_version", devices.c.os_version),
-        ("target_version", devices.c.target_version),
-        ("item_id", device_items.c.item_id),
-    )
-}
 
 
 def _check_storable(payload: EventPayload) -> None:
-    """Raises `EnvelopeError` for an event naming a value longer than the column it is stored
-    in (an enrollment id, a blueprint or item id, a time zone, an OS or target version)."""
-    values: list[tuple[str, str | None]] = []
+    """Raises `EnvelopeError` for an event naming a value its column cannot hold (an
+    enrollment id, a blueprint or item id, a time zone, an OS or target version)."""
+    values: list[tuple[Column[Any], Any]] = []
     if isinstance(payload, PolicyPublished):
-        values.append(("blueprint_id", payload.blueprint_id))
-        values += [("item_id", i.item_id) for i in payload.items]
+        values.append((devices.c.blueprint_id, payload.blueprint_id))
+        values += [(device_items.c.item_id, i.item_id) for i in payload.items]
     elif isinstance(payload, DeviceEvent):
-        values.append(("enrollment_id", payload.enrollment_id))
+        values.append((devices.c.enrollment_id, payload.enrollment_id))
         if not isinstance(payload, DeviceUnenrolled):
-            values.append(("blueprint_id", payload.blueprint_id))
+            values.append((devices.c.blueprint_id, payload.blueprint_id))
         if isinstance(payload, DeviceRegistered):
-            values.append(("time_zone", payload.time_zone))
+            values.append((devices.c.time_zone, payload.time_zone))
         if isinstance(payload, DeviceStatusReported | DeviceManifestChanged):
-            values.append(("os_version", payload.facts.os_version))
+            values.append((devices.c.os_version, payload.facts.os_version))
             for e in payload.expected:
-                values += [("item_id", e.item_id), ("target_version", e.target_version)]
-    for name, value in values:
-        if value is not None and len(value) > _LIMITS[name]:
-            raise EnvelopeError(f"{name} is longer than {_LIMITS[name]} characters")
+                values += [
+                    (device_items.c.item_id, e.item_id),
+                    (devices.c.target_version, e.target_version),
+                ]
+    check_fits(values)
 
 
 DeviceEvent = DeviceStatusReported | DeviceManifestChanged | DeviceRegistered | DeviceUnenrolled

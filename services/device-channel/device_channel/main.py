@@ -9,6 +9,7 @@ from typing import cast
 from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from pydantic import ValidationError
 
 from device_channel import models, push, service
 from device_channel.bootstrap import bootstrap
@@ -24,13 +25,14 @@ from device_channel.status_writer import AlreadyCommitted, StatusWriter
 from device_channel.sync_cache import Key, SyncCache
 from managed_os import ddm
 from managed_os.app import ServiceApp
-from managed_os.cloudevents import CloudEvent
-from managed_os.db import is_postgres
+from managed_os.cloudevents import CloudEvent, EnvelopeError
+from managed_os.db import check_fits, is_postgres
 from managed_os.events import TOPIC_DEVICES, TOPIC_POLICIES, PolicyPublished, from_event
 from managed_os.http import HttpMetrics
 from managed_os.policy import Policy
 from managed_os.service import ConsumerSpec, ServiceContext, ServiceSpec
 from managed_os.settings import ServiceSettings
+from managed_os.versions import VersionError, parse_version
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
     async def on_policy(uow: DeviceChannelUnitOfWork, event: CloudEvent) -> None:
         payload = from_event(event)
         if isinstance(payload, PolicyPublished):
+            check_policy(payload)
             policy = Policy(
                 blueprint_id=payload.blueprint_id,
                 revision=payload.revision,
@@ -53,6 +56,30 @@ def consumers(ctx: ServiceContext) -> list[ConsumerSpec]:
             await service.on_policy(uow, policy, ctx.clock.now())
 
     return [ConsumerSpec(group="policies", topics=[TOPIC_POLICIES], apply=on_policy)]
+
+
+def check_policy(payload: PolicyPublished) -> None:
+    """Raises `EnvelopeError` (the event is skipped) for a policy this service could never
+    store or serve: a blueprint id or token longer than its column, a revision beyond an
+    integer, a candidate that is not a declaration or whose rule names a version that does
+    not parse (every manifest of the blueprint's Macs would fail to build). Such an event,
+    retried, would stop the partition behind it."""
+    policies = models.policies.c
+    check_fits(
+        [
+            (policies.blueprint_id, payload.blueprint_id),
+            (policies.token, payload.token),
+            (policies.revision, payload.revision),
+        ]
+    )
+    for candidate in payload.candidates:
+        try:
+            ddm.Declaration.model_validate(candidate.declaration)
+            for bound in (candidate.applies.version_below, candidate.applies.version_at_least):
+                if bound is not None:
+                    parse_version(bound)
+        except (ValidationError, VersionError) as exc:
+            raise EnvelopeError(f"policy candidate cannot be served: {exc}") from exc
 
 
 def configure(app: FastAPI, settings: ServiceSettings) -> None:

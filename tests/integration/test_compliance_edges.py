@@ -251,8 +251,21 @@ async def test_one_bad_event_does_not_block_the_batch(engine: Any) -> None:
         registered("MAC-9", "bp-a", "Europe/" + "x" * 58),
         policy("bp-a", 2, item("i" * 37)),
         policy("b" * 37, 1, item("item-a")),
+        policy("bp-a", 2**31, item("item-a")),
+        policy("bp-a", 2, item("item-a", major=2**31)),
     ],
-    ids=["enrollment", "blueprint", "os", "target", "item", "zone", "policy item", "policy"],
+    ids=[
+        "enrollment",
+        "blueprint",
+        "os",
+        "target",
+        "item",
+        "zone",
+        "policy item",
+        "policy",
+        "revision",
+        "major",
+    ],
 )
 async def test_an_event_naming_a_value_too_long_to_store_is_skipped(
     engine: Any, bad: EventPayload

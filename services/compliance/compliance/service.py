@@ -22,7 +22,7 @@ from typing import Any, cast
 from pydantic_core import to_json, to_jsonable_python
 from sqlalchemy import Column
 
-from compliance.models import device_items, devices
+from compliance.models import blueprints, device_items, devices
 from compliance.repository import ComplianceUnitOfWork
 from compliance.rules import DeviceInputs, Judgement, Verdict, evaluate
 from managed_os.cloudevents import CloudEvent, EnvelopeError
@@ -500,11 +500,14 @@ _REPORTED_INPUTS = tuple(
 
 def _check_storable(payload: EventPayload) -> None:
     """Raises `EnvelopeError` for an event naming a value its column cannot hold (an
-    enrollment id, a blueprint or item id, a time zone, an OS or target version)."""
+    enrollment id, a blueprint or item id, a time zone, an OS or target version, a policy's
+    revision or an item's major)."""
     values: list[tuple[Column[Any], Any]] = []
     if isinstance(payload, PolicyPublished):
-        values.append((devices.c.blueprint_id, payload.blueprint_id))
-        values += [(device_items.c.item_id, i.item_id) for i in payload.items]
+        values += [(blueprints.c.blueprint_id, payload.blueprint_id)]
+        values += [(blueprints.c.revision, payload.revision)]
+        for i in payload.items:
+            values += [(device_items.c.item_id, i.item_id), (device_items.c.item_major, i.major)]
     elif isinstance(payload, DeviceEvent):
         values.append((devices.c.enrollment_id, payload.enrollment_id))
         if not isinstance(payload, DeviceUnenrolled):

@@ -15,6 +15,9 @@ from pydantic_core import from_json, to_json
 SPEC_VERSION = "1.0"
 JSON = "application/json"
 STRUCTURED = "application/cloudevents+json"
+# The headers a binary-mode event is read from.
+_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time")
+_READ_HEADERS = frozenset(("content-type", *(f"ce_{a}" for a in _ATTRIBUTES)))
 # The longest event id this suite takes (every service's inbox keeps the ids it applied); a
 # longer one is an unreadable event, skipped, where storing it would fail its whole batch.
 MAX_ID_LENGTH = 64
@@ -119,12 +122,14 @@ class CloudEvent:
         nul = False  # PostgreSQL stores no NUL character in text or JSON (see below)
         try:
             for name, raw in headers or ():
-                text = raw.decode() if type(raw) is bytes else str(raw)
+                if name not in _READ_HEADERS:
+                    continue  # tracing and extension headers: not read, not checked
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
                 nul = nul or "\0" in text
-                if name.startswith("ce_"):
-                    attrs[name[3:]] = text
-                elif name == "content-type":
+                if name == "content-type":
                     content_type = text
+                else:
+                    attrs[name[3:]] = text
             # pydantic-core's parser: the same values as json.loads, several times faster.
             body = from_json(value or b"null")
         except UnicodeDecodeError as exc:  # a header (before the JSON) is not UTF-8
@@ -134,7 +139,7 @@ class CloudEvent:
         # An event carrying a NUL would fail every batch it is in. In the value, its escape
         # is looked for in the raw bytes (no cost for the rest) and a hit confirmed in the
         # parsed values (an escaped backslash before "u0000" is no NUL).
-        if nul or (value and b"\\u0000" in value and _has_nul(body)):
+        if nul or ((b"\\u0000" in value if isinstance(value, bytes) else True) and _has_nul(body)):
             raise EnvelopeError("event carries a NUL character")
         if "specversion" not in attrs:
             return cls.from_structured(body)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     event,
@@ -178,19 +179,26 @@ def records(result: Result[Any]) -> list[dict[str, Any]]:
 
 
 def check_fits(values: Iterable[tuple[Column[Any], Any]]) -> None:
-    """Raises `EnvelopeError` for a value an event names that its column cannot hold: text
-    longer than a `String(n)`, an integer beyond an `Integer`'s 32 bits. Consumers call it
-    before storing what an event names: PostgreSQL would refuse the value, failing the event
-    (or its whole batch) on every redelivery and stopping the partitions behind it; an
-    `EnvelopeError` is logged and skipped instead."""
+    """Raises `EnvelopeError` for a value an event names that its column cannot hold on
+    PostgreSQL: text longer than a `String(n)` (even if only by trailing spaces, which
+    PostgreSQL would cut off: a cut key would no longer match), an integer beyond the
+    column's integer type. Consumers call it before storing what an event names: PostgreSQL
+    would refuse the value, failing the event (or its whole batch) on every redelivery and
+    stopping the partitions behind it; an `EnvelopeError` is logged and skipped instead."""
     for column, value in values:
-        kind = column.type
+        kind: Any = column.type.dialect_impl(_PG)  # a variant resolved, as PostgreSQL has it
+        while isinstance(kind, TypeDecorator):
+            kind = kind.impl_instance
         if isinstance(value, str):
             length = getattr(kind, "length", None)
             if length is not None and len(value) > length:
                 raise EnvelopeError(f"{column.name} is longer than {length} characters")
-        elif isinstance(value, int) and type(kind) is Integer and not -(2**31) <= value < 2**31:
-            raise EnvelopeError(f"{column.name} {value} is out of range")
+        elif isinstance(value, int) and isinstance(kind, Integer):
+            bits = (
+                16 if isinstance(kind, SmallInteger) else 64 if isinstance(kind, BigInteger) else 32
+            )
+            if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                raise EnvelopeError(f"{column.name} {value} is out of range")
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime
@@ -86,12 +87,22 @@ BINARY = [("ce_specversion", b"1.0"), ("ce_source", b"s"), ("ce_type", b"t")]
         (b"{}", [*BINARY, ("ce_id", b"x" * (MAX_ID_LENGTH + 1))]),
         (b'{"os": {"version": "26\\u0000"}}', [*BINARY, ("ce_id", b"1")]),
         (b'{"keys \\u0000 too": 1}', [*BINARY, ("ce_id", b"1")]),
+        (b'{"list": ["ok", "\\u0000"]}', [*BINARY, ("ce_id", b"1")]),
         (b"{}", [*BINARY, ("ce_id", b"1"), ("ce_subject", b"MAC\x00")]),
     ],
 )
 def test_unreadable_messages_raise_an_envelope_error(value, headers):
     with pytest.raises(EnvelopeError):
         CloudEvent.from_kafka(value, headers)
+
+
+def test_headers_it_does_not_read_are_not_checked_and_every_field_is_set():
+    """A tracing or extension header is neither decoded nor checked; an event read from Kafka
+    has every field the dataclass declares (it is built without `__init__`)."""
+    headers = [*BINARY, ("ce_id", b"1"), ("traceparent", b"\xff\x00"), ("ce_ext", b"\x00")]
+    event = CloudEvent.from_kafka(b"{}", headers)
+    assert set(vars(event)) == {f.name for f in dataclasses.fields(CloudEvent)}
+    assert event == CloudEvent(type="t", source="s", subject="", data={}, id="1", time=event.time)
 
 
 def test_the_longest_id_and_an_escaped_backslash_before_u0000_are_read():

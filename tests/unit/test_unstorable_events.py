@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import BigInteger, Column, Integer, String
+from sqlalchemy import BigInteger, Column, Integer, SmallInteger, String
 
 from declarations.compiler import status_subscriptions_candidate
 from declarations.main import check_release
@@ -19,7 +19,7 @@ from device_channel.main import check_policy
 from device_channel.main import consumers as device_channel_consumers
 from managed_os.clock import SystemClock
 from managed_os.cloudevents import EnvelopeError
-from managed_os.db import check_fits
+from managed_os.db import BigId, check_fits
 from managed_os.events import PolicyPublished, ReleaseData, ReleasePublished, to_event
 from managed_os.policy import Applicability
 
@@ -28,6 +28,12 @@ def test_check_fits_refuses_text_longer_than_its_column_and_integers_beyond_32_b
     name, count, big = Column("name", String(5)), Column("n", Integer), Column("b", BigInteger)
     check_fits([(name, "abcde"), (name, None), (count, 2**31 - 1), (count, -(2**31))])
     check_fits([(big, 2**62), (Column("free", String()), "x" * 10_000)])
+    # Judged as PostgreSQL has the column: its variant, its integer's width.
+    wide = Column("wide", Integer().with_variant(BigInteger(), "postgresql"))
+    check_fits([(wide, 2**40), (Column("id", BigId), 2**40)])
+    for column, value in [(big, 2**63), (Column("small", SmallInteger), 2**15)]:
+        with pytest.raises(EnvelopeError, match="out of range"):
+            check_fits([(column, value)])
     bad: list[tuple[Column[Any], Any]] = [(name, "abcdef"), (count, 2**31), (count, -(2**31) - 1)]
     for column, value in bad:
         with pytest.raises(EnvelopeError, match=column.name):

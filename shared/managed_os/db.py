@@ -186,19 +186,28 @@ def check_fits(values: Iterable[tuple[Column[Any], Any]]) -> None:
     would refuse the value, failing the event (or its whole batch) on every redelivery and
     stopping the partitions behind it; an `EnvelopeError` is logged and skipped instead."""
     for column, value in values:
-        kind: Any = column.type.dialect_impl(_PG)  # a variant resolved, as PostgreSQL has it
-        while isinstance(kind, TypeDecorator):
-            kind = kind.impl_instance
-        if isinstance(value, str):
-            length = getattr(kind, "length", None)
+        if value is None:
+            continue
+        length, bound = _bounds(column)
+        if type(value) is str:
             if length is not None and len(value) > length:
                 raise EnvelopeError(f"{column.name} is longer than {length} characters")
-        elif isinstance(value, int) and isinstance(kind, Integer):
-            bits = (
-                16 if isinstance(kind, SmallInteger) else 64 if isinstance(kind, BigInteger) else 32
-            )
-            if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
-                raise EnvelopeError(f"{column.name} {value} is out of range")
+        elif bound is not None and isinstance(value, int) and not -bound <= value < bound:
+            raise EnvelopeError(f"{column.name} {value} is out of range")
+
+
+@lru_cache(maxsize=1024)
+def _bounds(column: Column[Any]) -> tuple[int | None, int | None]:
+    """A column's longest text and integer bound (2**(bits-1)) as PostgreSQL has it (its
+    variant, a TypeDecorator's impl); worked out once per column (a consumer checks every
+    event it takes)."""
+    kind: Any = column.type.dialect_impl(_PG)
+    while isinstance(kind, TypeDecorator):
+        kind = kind.impl_instance
+    if isinstance(kind, Integer):
+        bits = 16 if isinstance(kind, SmallInteger) else 64 if isinstance(kind, BigInteger) else 32
+        return None, 2 ** (bits - 1)
+    return getattr(kind, "length", None), None
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

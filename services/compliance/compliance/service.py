@@ -501,27 +501,36 @@ _REPORTED_INPUTS = tuple(
 def _check_storable(payload: EventPayload) -> None:
     """Raises `EnvelopeError` for an event naming a value its column cannot hold (an
     enrollment id, a blueprint or item id, a time zone, an OS or target version, a policy's
-    revision or an item's major)."""
-    values: list[tuple[Column[Any], Any]] = []
-    if isinstance(payload, PolicyPublished):
-        values += [(blueprints.c.blueprint_id, payload.blueprint_id)]
-        values += [(blueprints.c.revision, payload.revision)]
-        for i in payload.items:
-            values += [(device_items.c.item_id, i.item_id), (device_items.c.item_major, i.major)]
-    elif isinstance(payload, DeviceEvent):
-        values.append((devices.c.enrollment_id, payload.enrollment_id))
-        if not isinstance(payload, DeviceUnenrolled):
-            values.append((devices.c.blueprint_id, payload.blueprint_id))
-        if isinstance(payload, DeviceRegistered):
-            values.append((devices.c.time_zone, payload.time_zone))
-        if isinstance(payload, DeviceStatusReported | DeviceManifestChanged):
-            values.append((devices.c.os_version, payload.facts.os_version))
-            for e in payload.expected:
-                values += [
-                    (device_items.c.item_id, e.item_id),
-                    (devices.c.target_version, e.target_version),
-                ]
+    revision or an item's major). Dispatched on the payload's class, with the columns looked
+    up once (every consumed event passes here)."""
+    kind, p = type(payload), cast(Any, payload)
+    values: list[tuple[Column[Any], Any]]
+    if kind is DeviceStatusReported or kind is DeviceManifestChanged:
+        values = [(_ENROLLMENT, p.enrollment_id), (_BLUEPRINT, p.blueprint_id)]
+        values.append((_OS_VERSION, p.facts.os_version))
+        for e in p.expected:
+            values += [(_ITEM, e.item_id), (_TARGET, e.target_version)]
+    elif kind is DeviceRegistered:
+        values = [(_ENROLLMENT, p.enrollment_id), (_BLUEPRINT, p.blueprint_id)]
+        values.append((_TIME_ZONE, p.time_zone))
+    elif kind is DeviceUnenrolled:
+        values = [(_ENROLLMENT, p.enrollment_id)]
+    elif kind is PolicyPublished:
+        values = [(_BLUEPRINT, p.blueprint_id), (_REVISION, p.revision)]
+        for i in p.items:
+            values += [(_ITEM, i.item_id), (_MAJOR, i.major)]
+    else:
+        return
     check_fits(values)
+
+
+_ENROLLMENT, _BLUEPRINT = devices.c.enrollment_id, devices.c.blueprint_id
+_TIME_ZONE, _OS_VERSION, _TARGET = (
+    devices.c.time_zone,
+    devices.c.os_version,
+    devices.c.target_version,
+)
+_ITEM, _MAJOR, _REVISION = device_items.c.item_id, device_items.c.item_major, blueprints.c.revision
 
 
 DeviceEvent = DeviceStatusReported | DeviceManifestChanged | DeviceRegistered | DeviceUnenrolled

@@ -139,7 +139,8 @@ class CloudEvent:
         # An event carrying a NUL would fail every batch it is in. In the value, its escape
         # is looked for in the raw bytes (no cost for the rest) and a hit confirmed in the
         # parsed values (an escaped backslash before "u0000" is no NUL).
-        if nul or ((b"\\u0000" in value if isinstance(value, bytes) else True) and _has_nul(body)):
+        escaped = b"\\u0000" in value if isinstance(value, bytes) else value is not None
+        if nul or (escaped and _has_nul(body)):
             raise EnvelopeError("event carries a NUL character")
         if "specversion" not in attrs:
             return cls.from_structured(body)

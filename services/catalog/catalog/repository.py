@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog.models import board_devices, releases, sources
+from managed_os.db import records
 from managed_os.events import ReleaseData
 from managed_os.uow import SqlUnitOfWork
 from managed_os.versions import major_name, parse_version
@@ -131,7 +132,7 @@ class SourceRepository:
 
     async def all(self) -> list[SourceState]:
         rows = await self.conn.execute(select(*_STATE_COLUMNS).order_by(sources.c.name))
-        return [SourceState.model_validate(dict(r._mapping)) for r in rows]
+        return [SourceState.model_validate(r) for r in records(rows)]
 
     async def observations(self) -> dict[str, list[ReleaseData] | None]:
         """Each source's last good view of the releases (None if it never had one)."""
@@ -207,7 +208,7 @@ class BoardDeviceRepository:
 
     async def all(self) -> list[BoardDevice]:
         rows = await self.conn.execute(select(board_devices).order_by(board_devices.c.board_id))
-        return [BoardDevice.model_validate(dict(r._mapping)) for r in rows]
+        return [BoardDevice.model_validate(r) for r in records(rows)]
 
     async def upsert_changed(self, devices: list[BoardDevice]) -> int:
         """Insert new and update changed entries; returns how many rows were written."""

@@ -21,7 +21,7 @@ from declarations.models import (
     self_service_requests,
 )
 from declarations.schemas import Blueprint, LibraryItem, PolicyRevision, SelfServiceRequest
-from managed_os.db import hold_sqlite_writes
+from managed_os.db import hold_sqlite_writes, records
 from managed_os.events import ReleaseData
 from managed_os.uow import SqlUnitOfWork
 
@@ -42,7 +42,7 @@ class BlueprintRepository:
 
     async def list_all(self) -> list[Blueprint]:
         rows = await self.conn.execute(select(blueprints).order_by(blueprints.c.created_at))
-        return [Blueprint.model_validate(dict(r._mapping)) for r in rows]
+        return [Blueprint.model_validate(r) for r in records(rows)]
 
     async def lock(self, ids: list[str]) -> None:
         """Take these blueprints' rows for this transaction (PostgreSQL; in id order, so two
@@ -193,8 +193,8 @@ class SelfServiceRepository:
             select(t).where(t.c.item_id.in_(item_ids)).order_by(t.c.requested_at, t.c.id)
         )
         result: dict[str, list[SelfServiceRequest]] = defaultdict(list)
-        for r in rows:
-            result[r.item_id].append(SelfServiceRequest.model_validate(dict(r._mapping)))
+        for r in records(rows):
+            result[r["item_id"]].append(SelfServiceRequest.model_validate(r))
         return result
 
 
@@ -249,7 +249,7 @@ class PolicyRepository:
             .limit(limit)
             .offset(offset)
         )
-        return [PolicyRevision.model_validate(dict(r._mapping)) for r in rows], int(total or 0)
+        return [PolicyRevision.model_validate(r) for r in records(rows)], int(total or 0)
 
     async def revisions(self, blueprint_id: str) -> list[PolicyRevision]:
         rows = await self.conn.execute(
@@ -257,7 +257,7 @@ class PolicyRepository:
             .where(policy_revisions.c.blueprint_id == blueprint_id)
             .order_by(policy_revisions.c.revision)
         )
-        return [PolicyRevision.model_validate(dict(r._mapping)) for r in rows]
+        return [PolicyRevision.model_validate(r) for r in records(rows)]
 
     async def add_many(self, revisions: list[PolicyRevision]) -> None:
         if revisions:

@@ -18,7 +18,7 @@ from device_channel.models import devices, policies, push_queue
 from device_channel.state import DeviceChannelState, ParsedPolicies
 from device_channel.sync_cache import DEVICE, POLICY, DeviceSnapshot, Key
 from managed_os.cloudevents import CloudEvent
-from managed_os.db import hold_sqlite_writes
+from managed_os.db import hold_sqlite_writes, records
 from managed_os.policy import Candidate, DeviceFacts, Policy
 from managed_os.uow import SqlUnitOfWork
 
@@ -86,9 +86,7 @@ class DeviceRepository:
             query = query.order_by(devices.c.enrollment_id).with_for_update()
         found = {
             d.enrollment_id: d
-            for d in (
-                Device.model_validate(dict(r._mapping)) for r in await self.conn.execute(query)
-            )
+            for d in (Device.model_validate(r) for r in records(await self.conn.execute(query)))
         }
         if for_update:
             self._locked.update((eid, sync_fields(d)) for eid, d in found.items())
@@ -113,7 +111,7 @@ class DeviceRepository:
         rows = await self.conn.execute(
             select(devices).order_by(devices.c.enrollment_id).limit(limit).offset(offset)
         )
-        return [Device.model_validate(dict(r._mapping)) for r in rows]
+        return [Device.model_validate(r) for r in records(rows)]
 
     async def on_blueprint(self, blueprint_id: str) -> list[Device]:
         """The blueprint's devices, held for update (see `get`), in id order."""
@@ -124,7 +122,7 @@ class DeviceRepository:
             .order_by(devices.c.enrollment_id)
             .with_for_update()
         )
-        found = [Device.model_validate(dict(r._mapping)) for r in rows]
+        found = [Device.model_validate(r) for r in records(rows)]
         self._locked.update((d.enrollment_id, sync_fields(d)) for d in found)
         return found
 

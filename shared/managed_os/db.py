@@ -37,6 +37,10 @@ from managed_os.cloudevents import MAX_ID_LENGTH, EnvelopeError
 
 # JSON column: JSONB on PostgreSQL, JSON text elsewhere.
 JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+# A JSON document only ever written and read whole (never queried inside, never indexed):
+# `json` on PostgreSQL, which keeps the text as written, where `jsonb` parses it into its
+# binary form on every write and prints it back as text on every read.
+JsonAsWritten = JSON()
 # Integer primary keys that autoincrement on both backends (SQLite needs plain INTEGER).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -89,7 +93,7 @@ def add_messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("key", String(200), nullable=False),
         Column("event_id", String(MAX_ID_LENGTH), nullable=False, unique=True),
         Column("event_type", String(200), nullable=False),
-        Column("envelope", JsonDoc, nullable=False),
+        Column("envelope", JsonAsWritten, nullable=False),
         Column("created_at", UtcDateTime, nullable=False),
     )
     processed = Table(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
@@ -55,6 +56,20 @@ async def current(spec: Any, engine: AsyncEngine) -> str | None:
 
     async with engine.connect() as conn:
         return await conn.run_sync(_read)
+
+
+def set_json_type(columns: Sequence[tuple[str, str]], kind: str) -> None:
+    """For a migration: make these (table, column)s PostgreSQL `json` or `jsonb` (`kind`),
+    converting the documents they hold; the table is rewritten under an exclusive lock. On
+    SQLite both are JSON text, and there is nothing to do."""
+    if kind not in ("json", "jsonb"):
+        raise ValueError(f"not a JSON type: {kind}")
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for table, column in columns:
+        op.execute(
+            f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {kind} USING "{column}"::{kind}'
+        )
 
 
 def run_env(metadata: MetaData) -> None:

@@ -3,13 +3,16 @@ and downgrade cleanly to nothing."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from managed_os.db import make_engine
+from managed_os.db import UtcDateTime, make_engine
 from managed_os.migrations import alembic_config, upgrade
 from managed_os.suite import SPECS, load_spec
 
@@ -51,5 +54,55 @@ async def test_migrations_match_the_models_and_downgrade_to_nothing(name, url_fo
 
         async with engine.connect() as conn:
             assert await conn.run_sync(tables) == set()
+    finally:
+        await engine.dispose()
+
+
+async def test_the_previous_release_reads_and_writes_the_documents_turned_to_json(pg):
+    """`device_inputs.inputs` and `outbox.envelope` became `json` (compliance 7b1e4c9d2f60):
+    a replica of the previous release, still declaring them jsonb, writes jsonb values into
+    them and reads them back decoded, so it keeps working during a rolling update."""
+    from sqlalchemy import Column, MetaData, String, Table, insert, select
+
+    from managed_os.db import JsonDoc
+
+    engine = make_engine(pg.create("mos_mig_json_compat"))
+    try:
+        await upgrade(load_spec("compliance"), engine)
+        old = MetaData()  # the two tables as the previous release declares them
+        inputs = Table(
+            "device_inputs", old, Column("enrollment_id", String), Column("inputs", JsonDoc)
+        )
+        outbox = Table(
+            "outbox",
+            old,
+            *(Column(c, String) for c in ("topic", "key", "event_id", "event_type")),
+            Column("envelope", JsonDoc),
+            Column("created_at", UtcDateTime),
+        )
+        document = {"facts": {"os_version": "26.4.1"}, "expected": [], "n": 2**70}
+        async with engine.begin() as conn:
+            await conn.execute(insert(inputs).values(enrollment_id="MAC-1", inputs=document))
+            await conn.execute(
+                insert(outbox).values(
+                    topic="t",
+                    key="k",
+                    event_id="e",
+                    event_type="x",
+                    envelope=document,
+                    created_at=datetime.now(UTC),
+                )
+            )
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(inputs.c.inputs))).scalar_one() == document
+            assert (await conn.execute(select(outbox.c.envelope))).scalar_one() == document
+            kinds = await conn.execute(
+                text(
+                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid IN ('device_inputs'::regclass, 'outbox'::regclass) "
+                    "AND attname IN ('inputs', 'envelope')"
+                )
+            )
+            assert sorted(kinds.scalars()) == ["json", "json"]
     finally:
         await engine.dispose()

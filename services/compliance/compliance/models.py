@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Date, Index, Integer, MetaData, String, Table, Text
 
-from managed_os.db import BigId, JsonDoc, UtcDateTime, add_messaging_tables
+from managed_os.db import BigId, JsonAsWritten, JsonDoc, UtcDateTime, add_messaging_tables
 
 metadata = MetaData()
 outbox, processed_events = add_messaging_tables(metadata)
@@ -49,7 +49,7 @@ device_inputs = Table(
     Column("enrollment_id", String(200), primary_key=True),
     # compliance.rules.DeviceInputs; its `last_report_at` may be up to an hour behind the
     # judged row's, which is the one read (see `inputs_digest`)
-    Column("inputs", JsonDoc, nullable=False),
+    Column("inputs", JsonAsWritten, nullable=False),
     postgresql_with={"fillfactor": 80},
 )
 

@@ -221,7 +221,7 @@ class StatusBatchStore:
             RETURNING d.enrollment_id, i.notify
         ), events AS (
             INSERT INTO outbox (topic, key, event_id, event_type, envelope, created_at)
-            SELECT e.topic, e.key, e.event_id, e.event_type, e.envelope::jsonb, $9
+            SELECT e.topic, e.key, e.event_id, e.event_type, e.envelope::json, $9
             FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
                 WITH ORDINALITY AS e(topic, key, event_id, event_type, envelope, n)
             WHERE e.key IN (SELECT enrollment_id FROM written)

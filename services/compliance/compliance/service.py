@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from hashlib import blake2b
 from typing import Any, cast
@@ -248,8 +248,8 @@ class Fold:
                     inputs.append({"enrollment_id": eid, "inputs": document})
             written = mac.written
             for item_id, row in written.items():
-                old = mac.items.get(item_id)
-                if old is None or any(old.get(k) != v for k, v in row.items()):
+                # The stored row has the written row's columns: compared whole (in C).
+                if mac.items.get(item_id) != row:
                     item_rows.append(row)
             stale_items.extend((eid, i) for i in mac.items if i not in written)
         await store.save(rows, inputs, item_rows, stale_items)
@@ -544,7 +544,10 @@ def status_inputs(report: DeviceStatusReported, time_zone: str | None) -> Device
         softwareupdate=report.softwareupdate,
         declarations=report.declarations,
         expected=report.expected,
-        last_report_at=report.reported_at,
+        # In `datetime.UTC`, as every other time of the judged row: pydantic gives the
+        # report's time its own UTC tzinfo, and `bulk_write` rebuilt every row of a batch
+        # to convert one.
+        last_report_at=report.reported_at.astimezone(UTC),
     )
 
 

@@ -268,27 +268,30 @@ class Fold:
     def _count_deltas(self) -> Counter[tuple[str, str, str, str]]:
         """What this transaction does to the running counts: every Mac's rows as loaded
         leave them, its rows as written join them (unless they count alike, as after most
-        reports)."""
-        deltas: Counter[tuple[str, str, str, str]] = Counter()
+        reports). Macs are tallied by what they moved from and to first, and each distinct
+        move turned into count keys once: a batch of thousands of Macs makes a few dozen."""
+        moves: Counter[tuple[Counted, Counted]] = Counter()
         for mac in self.removed:
-            for key in _count_keys(_counted(mac.original, mac.items.values())):
-                deltas[key] -= 1
+            moves[_counted(mac.original, mac.items.values()), _NOTHING] += 1
         for eid in self.judged:
             mac = self.macs[eid]
             was = _counted(mac.original, mac.items.values())
             now = _counted(mac.row, mac.written.values())
-            if was == now:
-                continue
+            if was != now:
+                moves[was, now] += 1
+        deltas: Counter[tuple[str, str, str, str]] = Counter()
+        for (was, now), n in moves.items():
             for key in _count_keys(was):
-                deltas[key] -= 1
+                deltas[key] -= n
             for key in _count_keys(now):
-                deltas[key] += 1
+                deltas[key] += n
         return deltas
 
 
 # What a Mac's rows count as: (blueprint, state, version) of the Mac or None, and
 # (item, state, version, major) per item row, in item order.
 Counted = tuple[tuple[str | None, str, str | None] | None, tuple[tuple[Any, ...], ...]]
+_NOTHING: Counted = (None, ())  # what an unenrolled Mac counts as
 
 
 def _counted(row: dict[str, Any] | None, items: Iterable[dict[str, Any]]) -> Counted:

@@ -538,20 +538,36 @@ DEVICE_EVENTS = frozenset(
 
 def status_inputs(report: DeviceStatusReported, time_zone: str | None) -> DeviceInputs:
     """A status report carries every input but the time zone (from the registry): the Mac's
-    inputs after it. The payload is validated already, so nothing is validated again."""
-    return DeviceInputs.model_construct(
-        enrollment_id=report.enrollment_id,
-        blueprint_id=report.blueprint_id,
-        time_zone=time_zone,
-        facts=report.facts,
-        softwareupdate=report.softwareupdate,
-        declarations=report.declarations,
-        expected=report.expected,
-        # In `datetime.UTC`, as every other time of the judged row: pydantic gives the
-        # report's time its own UTC tzinfo, and `bulk_write` rebuilt every row of a batch
-        # to convert one.
-        last_report_at=report.reported_at.astimezone(UTC),
+    inputs after it. The payload is validated already, so nothing is validated again: the
+    model is built as `model_construct` builds it, every field given (1.2 against 2.6 us,
+    timeit; `model_construct` walks each field's aliases and defaults, once per event; a
+    unit test holds the two alike)."""
+    inputs = _new_inputs(DeviceInputs)
+    _set(
+        inputs,
+        "__dict__",
+        {
+            "enrollment_id": report.enrollment_id,
+            "blueprint_id": report.blueprint_id,
+            "time_zone": time_zone,
+            "facts": report.facts,
+            "softwareupdate": report.softwareupdate,
+            "declarations": report.declarations,
+            "expected": report.expected,
+            # In `datetime.UTC`, as every other time of the judged row: pydantic gives the
+            # report's time its own UTC tzinfo, and `bulk_write` rebuilt every row of a
+            # batch to convert one.
+            "last_report_at": report.reported_at.astimezone(UTC),
+        },
     )
+    _set(inputs, "__pydantic_fields_set__", set(_INPUT_FIELDS))
+    _set(inputs, "__pydantic_extra__", None)
+    _set(inputs, "__pydantic_private__", None)
+    return inputs
+
+
+_new_inputs, _set = DeviceInputs.__new__, object.__setattr__
+_INPUT_FIELDS = frozenset(DeviceInputs.model_fields)
 
 
 def merge_into(inputs: DeviceInputs, payload: DeviceManifestChanged | DeviceRegistered) -> None:

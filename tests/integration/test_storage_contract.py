@@ -192,3 +192,39 @@ async def test_json_read_back_from_postgresql_is_exact(pg):
         assert value == {"big": 123456789012345678901234567890, "x": [1.5, "é", None]}
     finally:
         await engine.dispose()
+
+
+async def test_the_span_counts_the_ids_from_the_oldest_to_the_newest(backend, tmp_path, pg_or_none):
+    async with uow_factory(backend, tmp_path, pg_or_none) as make:
+        async with make() as uow:
+            assert await uow.outbox.span(1) == 0  # empty
+            for n in range(5):
+                await uow.outbox.add("t", event(n))
+            await uow.commit()
+        async with make() as uow:
+            records = await uow.outbox.pending(10)
+            ids = [r.id for r in records]
+            assert await uow.outbox.span(ids[0]) == 5
+            assert await uow.outbox.span(ids[2]) == 3
+            await uow.outbox.remove(ids[:2])
+            await uow.commit()
+        async with make() as uow:
+            assert await uow.outbox.span(ids[2]) == 3 == await uow.outbox.backlog()
+            assert await uow.outbox.span(ids[-1] + 1) == 0
+
+
+async def test_a_relay_draining_full_batches_reports_the_backlog_left(
+    backend, tmp_path, pg_or_none
+):
+    async with uow_factory(backend, tmp_path, pg_or_none) as make:
+        async with make() as uow:
+            for n in range(25):
+                await uow.outbox.add("t", event(n))
+            await uow.commit()
+        seen: list[int] = []
+        bus = InProcessBus()
+        await bus.start()
+        relay = OutboxRelay(make, bus, batch=10, on_backlog=seen.append)
+        for _ in range(3):
+            await relay.run_once()
+        assert seen == [15, 5, 0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from managed_os.cloudevents import CloudEvent, EnvelopeError
 from managed_os.policy import Candidate, DeviceFacts, ExpectedEnforcement, PolicyItem
@@ -23,6 +23,10 @@ ALL_TOPICS = (TOPIC_RELEASES, TOPIC_POLICIES, TOPIC_DEVICES, TOPIC_COMPLIANCE)
 
 
 class EventPayload(BaseModel):
+    """Times a device or compliance event carries are RFC 3339 with an offset
+    (`AwareDatetime`): a consumer compares them with stored times, and one without an
+    offset failed its whole batch on every redelivery; it is now an invalid event, skipped."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
     TYPE: ClassVar[str]
     TOPIC: ClassVar[str]
@@ -112,7 +116,7 @@ class DeviceStatusReported(EventPayload):
     TOPIC = TOPIC_DEVICES
     enrollment_id: str
     blueprint_id: str | None
-    reported_at: datetime
+    reported_at: AwareDatetime
     full_report: bool
     facts: DeviceFacts
     softwareupdate: SoftwareUpdateState
@@ -126,7 +130,7 @@ class DeviceManifestChanged(EventPayload):
     enrollment_id: str
     blueprint_id: str | None
     declarations_token: str
-    changed_at: datetime
+    changed_at: AwareDatetime
     facts: DeviceFacts
     expected: list[ExpectedEnforcement]
 
@@ -141,14 +145,14 @@ class DeviceRegistered(EventPayload):
     serial_number: str | None = None
     model: str | None = None
     time_zone: str | None = None  # IANA name; compliance judges deadlines in it when known
-    changed_at: datetime
+    changed_at: AwareDatetime
 
 
 class DeviceUnenrolled(EventPayload):
     TYPE = "com.managed-os.device-channel.device-unenrolled.v1"
     TOPIC = TOPIC_DEVICES
     enrollment_id: str
-    unenrolled_at: datetime
+    unenrolled_at: AwareDatetime
 
 
 ComplianceState = Literal[
@@ -179,7 +183,7 @@ class DeviceComplianceChanged(EventPayload):
     target_version: str | None = None
     deadline: str | None = None
     cause: str
-    changed_at: datetime
+    changed_at: AwareDatetime
 
 
 PAYLOADS: dict[str, type[EventPayload]] = {

@@ -655,3 +655,21 @@ async def test_concurrent_blueprint_writers_keep_the_newest_revision(pg: Any) ->
             assert [i.item_id for i in (await u.store.items_of(["bp-1"]))["bp-1"]] == ["i-4"]
     finally:
         await eng.dispose()
+
+
+async def test_a_report_whose_time_has_no_offset_is_skipped(engine: Any) -> None:
+    """Event times are RFC 3339 with an offset. A report time without one compared with the
+    stored (aware) time failed its whole batch on every redelivery; it breaks the event
+    contract and is skipped (and logged), and the rest of the batch is applied."""
+    await apply(engine, policy("bp-a", 1, item("item-a")))
+    await apply(engine, status("MAC-1", "bp-a", [enforce("item-a")]))
+    naive = ev(status("MAC-1", "bp-a", [enforce("item-a")], install_state="downloading"))
+    naive.data["reported_at"] = (NOW + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    later = status("MAC-2", "bp-a", [enforce("item-a")], at=NOW + timedelta(minutes=1))
+    try:
+        n = await apply(engine, naive, later)
+    except Exception as exc:
+        pytest.fail(f"a report time without an offset failed the whole batch: {exc!r}")
+    assert n == 1
+    assert (await item_rows(engine, "MAC-1"))["item-a"]["state"] == "pending"
+    assert (await item_rows(engine, "MAC-2"))["item-a"]["state"] == "pending"

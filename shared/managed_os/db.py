@@ -276,7 +276,7 @@ async def bulk_write(
       0.7 per outbox row of a compliance batch, and no more on the others.
     - each JSON column travels as one array of texts, zipped to those rows by `ROWS FROM`:
       nested in the document, PostgreSQL would parse each value twice (the document, then
-      the value into jsonb).
+      the value into its column's json or jsonb).
     A JSON column's value may be given as `JsonText`. Elsewhere, an executemany."""
     if not rows:
         return

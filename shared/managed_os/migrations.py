@@ -60,12 +60,16 @@ async def current(spec: Any, engine: AsyncEngine) -> str | None:
 
 def set_json_type(columns: Sequence[tuple[str, str]], kind: str) -> None:
     """For a migration: make these (table, column)s PostgreSQL `json` or `jsonb` (`kind`),
-    converting the documents they hold; the table is rewritten under an exclusive lock. On
-    SQLite both are JSON text, and there is nothing to do."""
+    converting the documents they hold; the table is rewritten under an exclusive lock, waited
+    for at most 10 s (the rest of the migration's transaction keeps that limit). On SQLite
+    both are JSON text, and there is nothing to do."""
     if kind not in ("json", "jsonb"):
         raise ValueError(f"not a JSON type: {kind}")
     if op.get_bind().dialect.name != "postgresql":
         return
+    # Fail (and let the operator run it again) rather than queue behind a long transaction
+    # while every reader and writer of the table queues behind this one.
+    op.execute("SET LOCAL lock_timeout = '10s'")
     for table, column in columns:
         op.execute(
             f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {kind} USING "{column}"::{kind}'

@@ -5,7 +5,8 @@ it into its binary form on every write and printed it back as text on every read
 the text as written (every service's outbox, see `managed_os.db.JsonAsWritten`; compliance's
 migration 7b1e4c9d2f60 has the figures). The previous release keeps working beside this one
 during a rolling update: it writes jsonb values, which PostgreSQL converts to json on
-assignment, and its driver decodes json as it decodes jsonb. The table is rewritten under an
+assignment, and its driver decodes json as it decodes jsonb (a relay statement it prepared
+before the change fails once, and the pass is retried). The table is rewritten under an
 exclusive lock (it holds only events not yet relayed). The downgrade converts it back.
 
 Revision ID: 9c2d6b8e1a47

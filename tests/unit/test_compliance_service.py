@@ -425,3 +425,21 @@ def test_a_reports_inputs_are_the_model_that_model_construct_builds():
     merge_into(built, registered)
     assert (built.blueprint_id, built.time_zone) == ("bp-2", None)
     assert built.model_fields_set == set(DeviceInputs.model_fields)
+
+
+def test_the_judged_rows_have_exactly_their_tables_columns():
+    """`flush` compares an item row as judged with the stored one as whole dicts: a column
+    the judged row lacked (or had extra) would make every row differ, and be rewritten on
+    every report, with nothing else failing."""
+    from compliance.models import device_items, devices
+    from compliance.service import Fold, status_inputs
+
+    fold = Fold(None, NOW, timedelta(hours=72))  # judged, not stored: no unit of work
+    fold.items["bp-1"] = [ITEM]
+    mac = fold.reported("MAC-1")
+    mac.inputs = status_inputs(report("MAC-1"), None)
+    fold.judge("MAC-1", "test")
+    assert mac.row is not None and set(mac.row) == {c.name for c in devices.columns}
+    assert mac.written and all(
+        set(row) == {c.name for c in device_items.columns} for row in mac.written.values()
+    )

@@ -568,6 +568,9 @@ def status_inputs(report: DeviceStatusReported, time_zone: str | None) -> Device
 
 _new_inputs, _set = DeviceInputs.__new__, object.__setattr__
 _INPUT_FIELDS = frozenset(DeviceInputs.model_fields)
+if DeviceInputs.__pydantic_post_init__ or DeviceInputs.__private_attributes__:
+    # `model_construct` would run these; `status_inputs` does not.
+    raise TypeError("status_inputs cannot build DeviceInputs: it has a post-init or privates")
 
 
 def merge_into(inputs: DeviceInputs, payload: DeviceManifestChanged | DeviceRegistered) -> None:

@@ -93,8 +93,18 @@ async def test_the_previous_release_reads_and_writes_the_documents_turned_to_jso
                     created_at=datetime.now(UTC),
                 )
             )
+            # ... and its bulk upsert, which casts each document to jsonb itself
+            await conn.execute(
+                text(
+                    "INSERT INTO device_inputs (enrollment_id, inputs) SELECT e, CAST(d AS JSONB) "
+                    "FROM (VALUES ('MAC-1', :doc), ('MAC-2', :doc)) AS v(e, d) "
+                    "ON CONFLICT (enrollment_id) DO UPDATE SET inputs = EXCLUDED.inputs"
+                ),
+                {"doc": '{"n": 3}'},
+            )
         async with engine.connect() as conn:
-            assert (await conn.execute(select(inputs.c.inputs))).scalar_one() == document
+            read = await conn.execute(select(inputs.c.inputs).order_by(inputs.c.enrollment_id))
+            assert read.scalars().all() == [{"n": 3}, {"n": 3}]
             assert (await conn.execute(select(outbox.c.envelope))).scalar_one() == document
             kinds = await conn.execute(
                 text(

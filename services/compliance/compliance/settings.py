@@ -31,11 +31,12 @@ class ComplianceSettings(ServiceSettings):
         "another's batch is in PostgreSQL.",
     )
     outbox_batch_size: int = Field(
-        2000,
+        10_000,
         ge=1,
         le=50_000,
         description="Most outbox events relayed in one transaction (a consumed batch can "
-        "change thousands of states, each one event).",
+        "change thousands of states, each one event; on a busy process each pass waits on "
+        "the event loop, so a pass must carry many to keep up).",
     )
     sweep_interval_seconds: float = Field(
         30, gt=0, description="How often deadlines and stale windows are checked."

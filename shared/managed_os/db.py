@@ -300,14 +300,17 @@ async def bulk_write(
     if any(row.keys() != same for row in rows):
         raise ValueError("bulk_write rows must all have the same columns")
     plan = _bulk_plan(table, tuple(same), tuple(keys))
-    elsewhere = False  # an aware time in another zone
+    elsewhere = False  # an aware time off UTC
     for name in plan.times:
         for row in rows:
             value = row[name]
             if value is not None and value.tzinfo is not UTC:
                 if value.tzinfo is None:
                     raise ValueError("naive datetime given to a UtcDateTime column")
-                elsewhere = True
+                # A zero offset under another tzinfo (pydantic gives parsed times its own)
+                # is written as UTC already: every judged row of a compliance batch carries
+                # a report time parsed so, and was rebuilt for it.
+                elsewhere = elsewhere or bool(value.utcoffset())
     if elsewhere:
         # Written as UTC: JSON keeps an offset to the minute only (a zone's historical
         # local mean time has seconds in its offset).

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -90,6 +91,13 @@ async def test_rows_round_trip_exactly_and_upserts_replace_the_rest(engine):
     async with engine.begin() as conn:
         await bulk_write(conn, things, [row(5, at=lmt)])
     assert {r["id"]: r["at"] for r in await read(engine)}["t-5"] == lmt
+    # A zero offset under another tzinfo (pydantic's own, for parsed times) is written as is.
+    parsed = TypeAdapter(datetime).validate_python("2026-12-01T12:00:00.5Z")
+    zero = datetime(2026, 12, 1, 12, 0, 1, tzinfo=timezone(timedelta(0)))
+    async with engine.begin() as conn:
+        await bulk_write(conn, things, [row(6, at=parsed), row(7, at=zero)])
+    got = {r["id"]: r["at"] for r in await read(engine)}
+    assert (got["t-6"], got["t-7"]) == (parsed, zero) and parsed.tzinfo is not UTC
 
 
 async def test_a_document_given_as_json_text_is_stored_as_that_document(engine):

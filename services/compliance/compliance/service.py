@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from hashlib import blake2b
 from typing import Any, cast
@@ -554,10 +554,7 @@ def status_inputs(report: DeviceStatusReported, time_zone: str | None) -> Device
             "softwareupdate": report.softwareupdate,
             "declarations": report.declarations,
             "expected": report.expected,
-            # In `datetime.UTC`, as every other time of the judged row: pydantic gives the
-            # report's time its own UTC tzinfo, and `bulk_write` rebuilt every row of a
-            # batch to convert one.
-            "last_report_at": report.reported_at.astimezone(UTC),
+            "last_report_at": report.reported_at,
         },
     )
     _set(inputs, "__pydantic_fields_set__", set(_INPUT_FIELDS))

@@ -91,6 +91,7 @@ async def _run(data_dir: Path, host: str, base_port: int) -> int:
     ports = {name: base_port + i for i, name in enumerate(SPECS)}
     settings = embedded_settings(data_dir, host, ports)
     configure_logging(settings["catalog"].log_level)
+    collect_young_regularly()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -125,21 +126,41 @@ def _serve(name: str) -> int:
     return 0
 
 
-# A serving process allocates a few hundred objects per request; at CPython's default (a young
-# collection every 700 allocations, an old one every 100 young ones) the collector ran every
-# few requests and regularly walked the whole heap, sync cache included. Measured under
-# `bench/ddm_sync.py`'s status load: GC time 0.65 s -> 0.17 s over a run. A consumer batch
-# keeps thousands of objects alive while it runs, so each young collection walked (and
-# promoted) most of them: at 20,000 the collector took 6.9 us of a compliance event's ~90 us,
-# at 100,000 0.9 us, and the compliance benchmark's updates stream went 10,958 -> 12,213
-# events/s (three alternating pairs). Garbage cycles wait a little longer (peak RSS of a
-# compliance process 307 -> 313 MiB); nothing else changes.
-GC_THRESHOLDS = (100_000, 20, 20)
+# The collector in a serving process. CPython collects the young generation every 700 net
+# container allocations (objects created and not yet freed). A serving process allocates a few
+# hundred per request, and a consumer batch keeps its events' objects alive until it commits:
+# each collection walks every object still held, all live, nothing to free. At 20,000 the
+# collector took 6.9 us of a compliance event's ~90 us; the threshold went to 100,000 (also
+# `bench/ddm_sync.py`'s status load: GC time 0.65 -> 0.17 s over a run). Batches of 5,000
+# events, three group members a process, outgrew that too: a served compliance process spent
+# 0.6-1.1 s in 14-16 young collections over the benchmark's 100,000-event updates stream (timed
+# with `gc.callbacks`), 15-20 us an event across the two processes.
+# So young collections now come with time, every ten seconds, in the event loop (where the
+# automatic ones ran, with the finalizers of what they free); the allocation count is only a
+# backstop, out of a batch's reach. The same run: one collection a process, 0.18-0.20 s.
+# Garbage cycles wait at most about ten seconds (a compliance batch leaves about one cycle
+# object per ten events); an idle process, which used to reach no threshold, now collects too.
+# Once a second cost as much as the old threshold (12-13 collections, 0.8 s): each one walks the
+# batches in flight, so the cost follows the count of collections.
+GC_THRESHOLDS = (1_000_000, 20, 20)
+YOUNG_COLLECTION_SECONDS = 10.0
 
 
 def tune_gc() -> None:
-    """For the service processes (`serve`, `run`); tests and tools keep CPython's defaults."""
+    """For the service processes (`serve`, `run`); tests and tools keep CPython's defaults.
+    Pair it with `collect_young_regularly` once the event loop runs."""
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def collect_young_regularly(seconds: float = YOUNG_COLLECTION_SECONDS) -> None:
+    """Collect the young generation every `seconds`, in the running loop (see above)."""
+    loop = asyncio.get_running_loop()
+
+    def collect() -> None:
+        gc.collect(0)
+        loop.call_later(seconds, collect)
+
+    loop.call_later(seconds, collect)
 
 
 async def _serve_until_signalled(server: uvicorn.Server) -> None:
@@ -147,6 +168,7 @@ async def _serve_until_signalled(server: uvicorn.Server) -> None:
     requests finish (up to `DRAIN_SECONDS`), then the lifespan flushes the outbox and commits
     consumer offsets. A second SIGINT skips the lifespan's shutdown. A graceful stop returns
     normally, so the process exits 0 (uvicorn would re-raise the signal and die by it)."""
+    collect_young_regularly()
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:

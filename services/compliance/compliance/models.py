@@ -39,8 +39,8 @@ devices = Table(
     Column("inputs_digest", String(32)),
     Index("ix_devices_blueprint_state", "blueprint_id", "state"),
     Index("ix_devices_state", "state", "state_since"),
-    # Room for in-place (HOT) updates: every report rewrites the row (see the migration).
-    postgresql_with={"fillfactor": 80},
+    # Room for in-place (HOT) updates: every report rewrites the row (see the migrations).
+    postgresql_with={"fillfactor": 50},
 )
 
 device_inputs = Table(
@@ -50,7 +50,7 @@ device_inputs = Table(
     # compliance.rules.DeviceInputs; its `last_report_at` may be up to an hour behind the
     # judged row's, which is the one read (see `inputs_digest`)
     Column("inputs", JsonAsWritten, nullable=False),
-    postgresql_with={"fillfactor": 80},
+    postgresql_with={"fillfactor": 50},
 )
 
 # One row per (Mac, managed item of its blueprint).
@@ -70,6 +70,7 @@ device_items = Table(
     Column("state_since", UtcDateTime, nullable=False),
     Index("ix_device_items_item_state", "item_id", "state"),
     Index("ix_device_items_major_state", "item_major", "state"),
+    postgresql_with={"fillfactor": 50},
 )
 
 # The items of each blueprint, from PolicyPublished. `reevaluate` asks the sweep to judge the

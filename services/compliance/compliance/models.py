@@ -37,7 +37,7 @@ devices = Table(
     # report's hour: a report that changes nothing else within the hour leaves the document
     # as it is (most reports of a fleet between updates); `last_report_at` here is the time.
     Column("inputs_digest", String(32)),
-    Index("ix_devices_blueprint_state", "blueprint_id", "state", "state_since"),
+    Index("ix_devices_blueprint_state_since", "blueprint_id", "state", "state_since"),
     Index("ix_devices_state", "state", "state_since"),
     # Room for in-place (HOT) updates: every report rewrites the row (see the migrations).
     postgresql_with={"fillfactor": 50},
@@ -68,8 +68,8 @@ device_items = Table(
     Column("deadline", String(19)),
     Column("due_at", UtcDateTime),
     Column("state_since", UtcDateTime, nullable=False),
-    Index("ix_device_items_item_state", "item_id", "state", "state_since"),
-    Index("ix_device_items_major_state", "item_major", "state", "state_since"),
+    Index("ix_device_items_item_state_since", "item_id", "state", "state_since"),
+    Index("ix_device_items_major_state_since", "item_major", "state", "state_since"),
     postgresql_with={"fillfactor": 50},
 )
 

@@ -7,6 +7,10 @@ per list in the benchmark, and the time grew with the table's pages. With `state
 the index the first 50 are read in order and the scan stops. `state_since` changes only with
 the state, which is in these indexes already: a write adds no index entry it did not add before.
 
+Each new index is built before the old one goes: writes to the table wait for the build (1.4 s
+for a million item rows here), reads do not, and the old index's exclusive lock is held only
+from its drop to the commit. Locks are waited for at most 10 s (re-run the Job if it gave up).
+
 Revision ID: 4a9d2e6b8c13
 Revises: 8e3a5c1f7b92
 Create Date: 2026-11-30 04:10:00
@@ -21,20 +25,33 @@ down_revision: str | None = "8e3a5c1f7b92"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# (old name, new name, table, scope column)
 INDEXES = (
-    ("ix_devices_blueprint_state", "devices", "blueprint_id"),
-    ("ix_device_items_item_state", "device_items", "item_id"),
-    ("ix_device_items_major_state", "device_items", "item_major"),
+    ("ix_devices_blueprint_state", "ix_devices_blueprint_state_since", "devices", "blueprint_id"),
+    ("ix_device_items_item_state", "ix_device_items_item_state_since", "device_items", "item_id"),
+    (
+        "ix_device_items_major_state",
+        "ix_device_items_major_state_since",
+        "device_items",
+        "item_major",
+    ),
 )
 
 
+def _lock_timeout() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("SET LOCAL lock_timeout = '10s'")
+
+
 def upgrade() -> None:
-    for name, table, scope in INDEXES:
-        op.drop_index(name, table_name=table)
-        op.create_index(name, table, [scope, "state", "state_since"])
+    _lock_timeout()
+    for old, new, table, scope in INDEXES:
+        op.create_index(new, table, [scope, "state", "state_since"])
+        op.drop_index(old, table_name=table)
 
 
 def downgrade() -> None:
-    for name, table, scope in INDEXES:
-        op.drop_index(name, table_name=table)
-        op.create_index(name, table, [scope, "state"])
+    _lock_timeout()
+    for old, new, table, scope in INDEXES:
+        op.create_index(old, table, [scope, "state"])
+        op.drop_index(new, table_name=table)

@@ -6,6 +6,7 @@ Spec: https://github.com/cloudevents/spec (core 1.0 and the Kafka protocol bindi
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,11 +29,15 @@ class EnvelopeError(ValueError):
 
 
 def new_id() -> str:
-    """A random (version 4) UUID as text, as `str(uuid.uuid4())` gives it, at less than half the
-    cost (1.1 against 2.5 µs): the same 16 random bytes with the version and variant bits set,
-    without the `UUID` object (every event a service emits gets one)."""
-    b = bytearray(os.urandom(16))
-    b[6] = b[6] & 0x0F | 0x40
+    """A time-ordered (version 7, RFC 9562) UUID as text, in the canonical form: the creation
+    time in Unix milliseconds, then 74 random bits. Every consumer's inbox, and every outbox's
+    event ids, are B-tree indexes on these ids, growing with days of events: a random id put
+    each insert on a random leaf page of the whole index, a time-ordered one lands on the few
+    pages at its right edge. Inbox inserts of 300,000 ids on one connection: 10.9 -> 8.0 us a
+    row, and the gap grows with the index. Built from the bytes (1.1 us; `str(uuid.uuid4())`
+    took 2.5)."""
+    b = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
+    b[6] = b[6] & 0x0F | 0x70
     b[8] = b[8] & 0x3F | 0x80
     h = b.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

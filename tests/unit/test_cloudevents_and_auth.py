@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -27,19 +28,24 @@ def sample() -> CloudEvent:
     )
 
 
-def test_event_ids_are_random_version_4_uuids_in_their_canonical_text():
+def test_event_ids_are_time_ordered_version_7_uuids_in_their_canonical_text():
+    before = time.time_ns() // 1_000_000
     ids = [new_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     for text in ids:
         parsed = uuid.UUID(text)
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
-        assert str(parsed) == text  # lower-case, dashed, as str(uuid.uuid4()) writes it
-    # Every bit but the six fixed ones varies.
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text  # lower-case, dashed, as str(uuid.UUID(...)) writes it
+        assert before <= parsed.int >> 80 <= after  # the creation time, in Unix milliseconds
+    # Made one after another, they sort in the order they were made (time first).
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+    # Each of the 74 random bits varies.
     bits = [uuid.UUID(text).int for text in ids]
-    fixed = ~(0xF << 76 | 0x3 << 62) & (1 << 128) - 1
-    assert all(any(b >> i & 1 for b in bits) for i in range(128) if fixed >> i & 1)
-    assert all(not all(b >> i & 1 for b in bits) for i in range(128) if fixed >> i & 1)
-    assert uuid.UUID(CloudEvent(type="t", source="s", subject="x", data={}).id).version == 4
+    random = ((1 << 12) - 1) << 64 | (1 << 62) - 1
+    assert all(any(b >> i & 1 for b in bits) for i in range(128) if random >> i & 1)
+    assert all(not all(b >> i & 1 for b in bits) for i in range(128) if random >> i & 1)
+    assert uuid.UUID(CloudEvent(type="t", source="s", subject="x", data={}).id).version == 7
 
 
 def test_an_event_round_trips_through_kafka_binary_mode_with_ce_headers():

@@ -8,7 +8,9 @@ import gc
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 from pydantic import ValidationError
@@ -67,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            tune_gc()
-            return asyncio.run(_run(args.data_dir, args.host, args.base_port))
+            return serve_process(_run(args.data_dir, args.host, args.base_port))
         if args.command == "serve":
             return _serve(args.service)
         if args.command == "simulate":
@@ -91,7 +92,6 @@ async def _run(data_dir: Path, host: str, base_port: int) -> int:
     ports = {name: base_port + i for i, name in enumerate(SPECS)}
     settings = embedded_settings(data_dir, host, ports)
     configure_logging(settings["catalog"].log_level)
-    collect_young_regularly()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -121,8 +121,7 @@ def _serve(name: str) -> int:
         log_config=None,
         timeout_graceful_shutdown=DRAIN_SECONDS,
     )
-    tune_gc()
-    asyncio.run(_serve_until_signalled(SignalFreeServer(config)))
+    serve_process(_serve_until_signalled(SignalFreeServer(config)))
     return 0
 
 
@@ -135,30 +134,48 @@ def _serve(name: str) -> int:
 # events, three group members a process, outgrew that too: a served compliance process spent
 # 0.6-1.1 s in 14-16 young collections over the benchmark's 100,000-event updates stream (timed
 # with `gc.callbacks`), 15-20 us an event across the two processes.
-# So young collections now come with time, every ten seconds, in the event loop (where the
-# automatic ones ran, with the finalizers of what they free); the allocation count is only a
-# backstop, out of a batch's reach. The same run: one collection a process, 0.18-0.20 s.
-# Garbage cycles wait at most about ten seconds (a compliance batch leaves about one cycle
-# object per ten events); an idle process, which used to reach no threshold, now collects too.
-# Once a second cost as much as the old threshold (12-13 collections, 0.8 s): each one walks the
-# batches in flight, so the cost follows the count of collections.
+# So collections now come with time, every ten seconds, in the event loop (where the automatic
+# ones ran, with the finalizers of what they free): the young generation each time, the middle
+# one every twentieth time and all of them every twentieth of those (about an hour), the turns
+# CPython's own thresholds give; the young allocation count is only a backstop, out of a
+# batch's reach. The same run: one collection a process, 0.18-0.20 s. A garbage cycle waits
+# about ten seconds, or until its generation's turn if it lived through a collection first (a
+# compliance batch leaves about one cycle object per ten events); an idle process, which used
+# to reach no threshold, now collects too. Once a second cost as much as the old threshold
+# (12-13 collections, 0.8 s): each one walks the batches in flight, so the cost follows the
+# count of collections.
 GC_THRESHOLDS = (1_000_000, 20, 20)
-YOUNG_COLLECTION_SECONDS = 10.0
+COLLECTION_SECONDS = 10.0
+
+T = TypeVar("T")
 
 
-def tune_gc() -> None:
-    """For the service processes (`serve`, `run`); tests and tools keep CPython's defaults.
-    Pair it with `collect_young_regularly` once the event loop runs."""
+def serve_process(main: Coroutine[Any, Any, T]) -> T:
+    """Run a serving process (`serve`, `run`) to its end, with its collector tuned and
+    collecting by time (see above); tests and tools keep CPython's defaults."""
     gc.set_threshold(*GC_THRESHOLDS)
 
+    async def collecting() -> T:
+        collect_regularly()
+        return await main
 
-def collect_young_regularly(seconds: float = YOUNG_COLLECTION_SECONDS) -> None:
-    """Collect the young generation every `seconds`, in the running loop (see above)."""
+    return asyncio.run(collecting())
+
+
+def collect_regularly(seconds: float = COLLECTION_SECONDS) -> None:
+    """Every `seconds`, in the running loop, collect the generations whose turn has come: the
+    young one each time; the middle one too once the young one has been collected as many
+    times as its threshold since the middle one last was; all of them once the middle one
+    has been, likewise. CPython counts an explicit collection as it counts its own."""
     loop = asyncio.get_running_loop()
 
     def collect() -> None:
-        gc.collect(0)
-        loop.call_later(seconds, collect)
+        try:
+            _, middle, oldest = gc.get_threshold()
+            _, young_runs, middle_runs = gc.get_count()
+            gc.collect(2 if middle_runs >= oldest else 1 if young_runs >= middle else 0)
+        finally:
+            loop.call_later(seconds, collect)
 
     loop.call_later(seconds, collect)
 
@@ -168,7 +185,6 @@ async def _serve_until_signalled(server: uvicorn.Server) -> None:
     requests finish (up to `DRAIN_SECONDS`), then the lifespan flushes the outbox and commits
     consumer offsets. A second SIGINT skips the lifespan's shutdown. A graceful stop returns
     normally, so the process exits 0 (uvicorn would re-raise the signal and die by it)."""
-    collect_young_regularly()
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:

@@ -242,9 +242,10 @@ class Fold:
             if mac.dirty_inputs:
                 # Written only if it differs from the stored one in more than its time (see
                 # `_document`): most reports of a fleet between updates leave it alone.
-                document, digest = _document(mac)
+                content, digest = _document(mac)
                 mac.row["inputs_digest"] = digest
                 if digest != (mac.original or {}).get("inputs_digest"):
+                    document = _stored(content, mac.loaded().last_report_at)
                     inputs.append({"enrollment_id": eid, "inputs": document})
             written = mac.written
             for item_id, row in written.items():
@@ -300,25 +301,29 @@ def _counted(row: dict[str, Any] | None, items: Iterable[dict[str, Any]]) -> Cou
     return mac, tuple(per_item)
 
 
-def _document(mac: _Mac) -> tuple[JsonText, str]:
-    """A Mac's inputs document as stored, and the digest the judged row keeps of it: of the
-    document less its report time, and of the report's hour. So a document stands at most
-    until the hour turns, and its report time is never more than an hour behind the judged
-    row's `last_report_at`, which this release reads. That bounds what a replica of the
-    previous release (which reads the document's time, and writes the document without the
-    digest) sees and leaves behind during a rolling update: a time under an hour old, and a
-    digest that stops matching within the hour."""
+def _document(mac: _Mac) -> tuple[bytes, str]:
+    """A Mac's inputs document less its report time (JSON), and the digest the judged row
+    keeps of it: of that, and of the report's hour. So a document stands at most until the
+    hour turns, and its report time is never more than an hour behind the judged row's
+    `last_report_at`, which this release reads. That bounds what a replica of the previous
+    release (which reads the document's time, and writes the document without the digest)
+    sees and leaves behind during a rolling update: a time under an hour old, and a digest
+    that stops matching within the hour."""
     doc = mac.document
     inputs = mac.loaded()
     if doc is None:
         doc = inputs.model_dump(mode="json", exclude={"last_report_at"})
-    content = to_json(doc)  # a JSON object; the report time is added to it as text
+    content = to_json(doc)  # a JSON object
     at = inputs.last_report_at
     hour = b"-" if at is None else str(int(at.timestamp()) // 3600).encode()
-    digest = blake2b(content + b"@" + hour, digest_size=16).hexdigest()
+    return content, blake2b(content + b"@" + hour, digest_size=16).hexdigest()
+
+
+def _stored(content: bytes, at: datetime | None) -> JsonText:
+    """The document as stored: `_document`'s JSON with the report time added as text (built
+    only for a document that is written, not for the many whose digest has not changed)."""
     time = b'"last_report_at":' + to_json(at)
-    stored = content[:-1] + (b"," + time if content != b"{}" else time) + b"}"
-    return JsonText(stored.decode()), digest
+    return JsonText((content[:-1] + (b"," + time if content != b"{}" else time) + b"}").decode())
 
 
 def _next_check(stored: datetime | None, j: Judgement, now: datetime) -> datetime | None:

@@ -67,13 +67,20 @@ def set_json_type(columns: Sequence[tuple[str, str]], kind: str) -> None:
         raise ValueError(f"not a JSON type: {kind}")
     if op.get_bind().dialect.name != "postgresql":
         return
-    # Fail (and let the operator run it again) rather than queue behind a long transaction
-    # while every reader and writer of the table queues behind this one.
-    op.execute("SET LOCAL lock_timeout = '10s'")
+    limit_lock_waits()
     for table, column in columns:
         op.execute(
             f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {kind} USING "{column}"::{kind}'
         )
+
+
+def limit_lock_waits(seconds: int = 10) -> None:
+    """For a migration on PostgreSQL: wait at most `seconds` for any lock, for the rest of the
+    migration's transaction. A migration that needs a table's lock then fails (the operator
+    runs it again) rather than queue behind a long transaction while every reader and writer
+    of the table queues behind it. Nothing on SQLite."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"SET LOCAL lock_timeout = '{int(seconds)}s'")
 
 
 def run_env(metadata: MetaData) -> None:

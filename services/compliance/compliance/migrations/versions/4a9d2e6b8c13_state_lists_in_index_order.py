@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from managed_os.migrations import limit_lock_waits
+
 revision: str = "4a9d2e6b8c13"
 down_revision: str | None = "8e3a5c1f7b92"
 branch_labels: str | Sequence[str] | None = None
@@ -40,13 +42,8 @@ INDEXES = (
 )
 
 
-def _lock_timeout() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("SET LOCAL lock_timeout = '10s'")
-
-
 def upgrade() -> None:
-    _lock_timeout()
+    limit_lock_waits()
     for _, new, table, scope in INDEXES:
         op.create_index(new, table, [scope, "state", "state_since"])
     for old, _, table, _ in INDEXES:
@@ -54,7 +51,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    _lock_timeout()
+    limit_lock_waits()
     for old, _, table, scope in INDEXES:
         op.create_index(old, table, [scope, "state"])
     for _, new, table, _ in INDEXES:

@@ -55,8 +55,6 @@ class OutboxStore(Protocol):
 
     async def remove(self, ids: Sequence[int]) -> None: ...
 
-    async def backlog(self) -> int: ...
-
     async def span(self, oldest: int) -> int: ...
 
 
@@ -111,9 +109,6 @@ class SqlOutboxStore:
             return
         await self.conn.execute(delete(self.table).where(self.table.c.id.in_(list(ids))))
 
-    async def backlog(self) -> int:
-        return int(await self.conn.scalar(select(func.count()).select_from(self.table)) or 0)
-
     async def span(self, oldest: int) -> int:
         """Read at the primary key's end (a few pages), where a count reads every row of the
         table and every row deleted since its last vacuum: on a busy outbox, 26 ms a call in
@@ -143,9 +138,6 @@ class MemoryOutboxStore:
 
     async def remove(self, ids: Sequence[int]) -> None:
         self.removed.update(ids)
-
-    async def backlog(self) -> int:
-        return len([r for r in self.committed if r.id not in self.removed])
 
     async def span(self, oldest: int) -> int:
         ids = [r.id for r in self.committed if r.id not in self.removed]

@@ -11,6 +11,7 @@ import pytest
 
 from catalog.feeds.fetch import Fetcher
 from catalog.service import fetcher_for, run_due_syncs, sync_source
+from tests.support.backends import undelivered
 from tests.support.catalog import FEEDS as FEEDS_DIR
 from tests.support.catalog import catalog_uow, feed, settings
 from tests.support.feedserver import Reply, feed_server
@@ -30,7 +31,7 @@ def db_url(request, tmp_path):
 async def snapshot(make):
     async with make() as uow:
         rels = await uow.releases.all()
-        backlog = await uow.outbox.backlog()
+        backlog = await undelivered(uow.outbox)
     return sorted(rels, key=lambda r: (r.version, r.extra or "", r.build or "")), backlog
 
 

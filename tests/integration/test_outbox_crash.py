@@ -17,7 +17,13 @@ from managed_os.bus.kafka import KafkaBus
 from managed_os.cloudevents import CloudEvent
 from managed_os.inbox import idempotent
 from managed_os.outbox import OutboxRelay
-from tests.support.backends import ProbeUnitOfWork, inbox_table, outbox_table, sql_engine
+from tests.support.backends import (
+    ProbeUnitOfWork,
+    inbox_table,
+    outbox_table,
+    sql_engine,
+    undelivered,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +92,7 @@ async def test_a_relay_killed_mid_flight_loses_nothing_and_the_consumer_applies_
         assert len(healthy._log["t"]) == expected_copies
         assert len(applied) == 1
         async with make() as uow:
-            assert await uow.outbox.backlog() == 0
+            assert await undelivered(uow.outbox) == 0
             assert await uow.effects.all() == applied
 
 
@@ -136,6 +142,6 @@ async def test_an_event_committed_by_a_process_killed_before_relaying_arrives_on
                 await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)
         async with make() as uow:
-            assert await uow.outbox.backlog() == 0
+            assert await undelivered(uow.outbox) == 0
     await bus.stop()
     assert received == [event_id]

@@ -8,7 +8,7 @@ from managed_os.bus.inprocess import InProcessBus
 from managed_os.cloudevents import CloudEvent
 from managed_os.inbox import idempotent
 from managed_os.outbox import OutboxRelay
-from tests.support.backends import uow_factory
+from tests.support.backends import undelivered, uow_factory
 
 BACKENDS = ["memory", "sqlite", "postgres"]
 
@@ -50,7 +50,7 @@ async def test_a_rolled_back_transaction_leaves_no_outbox_row_and_no_state(
             await uow.effects.add("should vanish")
         async with make() as uow:
             assert await uow.outbox.pending(10) == []
-            assert await uow.outbox.backlog() == 0
+            assert await undelivered(uow.outbox) == 0
             assert await uow.effects.all() == []
 
 
@@ -70,7 +70,7 @@ async def test_pending_returns_oldest_first_up_to_the_limit_and_remove_deletes(
         async with make() as uow:
             rest = await uow.outbox.pending(10)
             assert [r.event.data["n"] for r in rest] == [3, 4]
-            assert await uow.outbox.backlog() == 2
+            assert await undelivered(uow.outbox) == 2
 
 
 async def test_an_event_round_trips_through_the_outbox_unchanged(backend, tmp_path, pg_or_none):
@@ -170,7 +170,7 @@ async def test_the_relay_publishes_in_order_and_empties_the_outbox(backend, tmp_
         assert await relay.run_once() == 100
         await relay.flush()
         async with make() as uow:
-            assert await uow.outbox.backlog() == 0
+            assert await undelivered(uow.outbox) == 0
     assert [e.data["n"] for e in bus._log["t"]] == list(range(250))
 
 
@@ -209,7 +209,7 @@ async def test_the_span_counts_the_ids_from_the_oldest_to_the_newest(backend, tm
             await uow.outbox.remove(ids[:2])
             await uow.commit()
         async with make() as uow:
-            assert await uow.outbox.span(ids[2]) == 3 == await uow.outbox.backlog()
+            assert await uow.outbox.span(ids[2]) == 3 == await undelivered(uow.outbox)
             assert await uow.outbox.span(ids[-1] + 1) == 0
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from managed_os.db import add_messaging_tables, make_engine
+from managed_os.outbox import OutboxStore
 from managed_os.uow import MemoryState, MemoryUnitOfWork, SqlUnitOfWork
 
 metadata = MetaData()
@@ -88,3 +89,8 @@ async def uow_factory(backend: str, tmp_path: Path, pg: Any) -> AsyncIterator[Ca
     url = f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}" if backend == "sqlite" else pg.create()
     async with sql_engine(url) as engine:
         yield lambda: ProbeUnitOfWork(engine, outbox_table, inbox_table)
+
+
+async def undelivered(outbox: OutboxStore) -> int:
+    """Events in the outbox not yet delivered (read as a relay reads them)."""
+    return len(await outbox.pending(1_000_000))

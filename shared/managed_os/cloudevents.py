@@ -34,8 +34,8 @@ def new_id() -> str:
     event ids, are B-tree indexes on these ids, growing with days of events: a random id put
     each insert on a random leaf page of the whole index, a time-ordered one lands on the few
     pages at its right edge. Inbox inserts of 300,000 ids on one connection: 10.9 -> 8.0 us a
-    row, and the gap grows with the index. Built from the bytes (1.1 us; `str(uuid.uuid4())`
-    took 2.5)."""
+    row, and the gap grows with the index. Built from the bytes (1.35 us, timeit, against 2.4
+    for `str(uuid.uuid4())`)."""
     b = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
     b[6] = b[6] & 0x0F | 0x70
     b[8] = b[8] & 0x3F | 0x80

@@ -8,9 +8,10 @@ the index the first 50 are read in order and the scan stops. `state_since` chang
 the state, which is in these indexes already: a write adds no index entry it did not add before.
 
 The new indexes are all built before the old ones go, the drops last: writes to `devices`
-and `device_items` wait for the builds (1.4 s per index over a million item rows here, so
-about 3 s per million Macs with one item each), reads wait only for the drops, just before
-the commit (each drop holds its table exclusively until then). Locks are waited for at most
+and `device_items` wait for the builds (1.4 s per index over a million item rows here): a
+table's lock is held from its first build to the commit, so writes to `devices` wait for all
+three, about 4 s for a million Macs with one item each. Reads wait only for the drops, just
+before the commit (each drop holds its table exclusively until then). Locks are waited for at most
 10 s (re-run the Job if it gave up).
 
 Revision ID: 4a9d2e6b8c13
